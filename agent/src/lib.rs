@@ -1,0 +1,2 @@
+//! earshot agent.
+#![forbid(unsafe_code)]

@@ -1,0 +1,13 @@
+//! What agent and collector must agree on: time bucketing, listener identity, the mergeable
+//! aggregates and the wire protocol. Everything here is pure code: no IO, no clocks.
+#![forbid(unsafe_code)]
+
+pub mod listener;
+pub mod rollup;
+pub mod sketch;
+pub mod time;
+pub mod wire;
+
+pub use listener::{ListenerId, ListenerKeyring};
+pub use rollup::{Dimension, HourKey, HourRollup, Protocol, QuarterRollup};
+pub use sketch::UniqueSketch;

@@ -1,0 +1,206 @@
+//! The mergeable pre-aggregates: what the agent computes per (tenant, stream, hour) and the
+//! collector stores. Every field is a sum, a maximum-free per-minute count, or a sketch, so
+//! merging is associative and commutative and several hosts add up exactly.
+//!
+//! Definitions (DESIGN.md, "Metric definitions"); every count is of *qualifying* sessions
+//! (length ≥ `min_session`, not a bot) unless its name says otherwise:
+//! - `sessions`, `short_sessions`, `bot_sessions`, `lengths`: by the quarter the session started in;
+//! - `completed`: by the quarter the session ended in;
+//! - `carried_in`: sessions that started before the quarter and were still running at its
+//!   first instant, so `active_sessions` over `[a, b)` (quarter-aligned) is the starts in
+//!   `[a, b)` plus `carried_in` of the quarter at `a`;
+//! - `listening_ms`: session time clipped to the quarter;
+//! - `aqh_listeners`: listeners whose summed time in the quarter reached 5 minutes (counted
+//!   once, when they reach it);
+//! - `uniques`: listeners with a session overlapping the quarter;
+//! - `minutes[m]`: sessions overlapping `[m, m + 60 s)`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sketch::UniqueSketch;
+
+/// Session length breakdown: the lower edges in seconds. The last bucket is open-ended.
+pub const LENGTH_EDGES_S: [u64; 13] = [
+    60, 300, 600, 900, 1_800, 3_600, 7_200, 10_800, 14_400, 21_600, 28_800, 43_200, 64_800,
+];
+pub const LENGTH_BUCKETS: usize = LENGTH_EDGES_S.len();
+
+/// The length bucket of a qualifying session of `length_ms` (≥ 60 s).
+pub fn length_bucket(length_ms: i64) -> usize {
+    let s = (length_ms.max(0) / 1000) as u64;
+    LENGTH_EDGES_S.iter().rposition(|&edge| s >= edge).unwrap_or(0)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Protocol {
+    /// One long HTTP response per listener (Icecast mounts, MP3/AAC streams).
+    Icecast,
+    /// Playlist and segment requests.
+    Hls,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Icecast => "icecast",
+            Protocol::Hls => "hls",
+        }
+    }
+}
+
+/// Session attributes that breakdowns are kept for. `stream` and `protocol` breakdowns come
+/// from the rollup keys themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Dimension {
+    Client,
+    Device,
+    Os,
+    Country,
+    Referrer,
+    Source,
+}
+
+impl Dimension {
+    pub const ALL: [Dimension; 6] = [
+        Dimension::Client,
+        Dimension::Device,
+        Dimension::Os,
+        Dimension::Country,
+        Dimension::Referrer,
+        Dimension::Source,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dimension::Client => "client",
+            Dimension::Device => "device",
+            Dimension::Os => "os",
+            Dimension::Country => "country",
+            Dimension::Referrer => "referrer",
+            Dimension::Source => "source",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Dimension> {
+        Dimension::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HourKey {
+    pub tenant: String,
+    pub stream: String,
+    /// UTC start of the hour, milliseconds since the epoch.
+    pub hour_ms: i64,
+}
+
+/// Counters of one dimension value within one quarter-hour.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DimCounts {
+    pub sessions: u64,
+    pub listening_ms: u64,
+}
+
+impl DimCounts {
+    pub fn merge(&mut self, other: &DimCounts) {
+        self.sessions += other.sessions;
+        self.listening_ms += other.listening_ms;
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct QuarterRollup {
+    pub sessions: u64,
+    pub short_sessions: u64,
+    pub bot_sessions: u64,
+    pub completed: u64,
+    pub carried_in: u64,
+    pub listening_ms: u64,
+    pub aqh_listeners: u64,
+    pub lengths: [u64; LENGTH_BUCKETS],
+    pub uniques: UniqueSketch,
+    /// (dimension, value) → counts. Values are short strings (`"VLC"`, `"phone"`, `"DE"`).
+    pub dims: BTreeMap<(Dimension, String), DimCounts>,
+}
+
+impl QuarterRollup {
+    pub fn merge(&mut self, other: &QuarterRollup) {
+        self.sessions += other.sessions;
+        self.short_sessions += other.short_sessions;
+        self.bot_sessions += other.bot_sessions;
+        self.completed += other.completed;
+        self.carried_in += other.carried_in;
+        self.listening_ms += other.listening_ms;
+        self.aqh_listeners += other.aqh_listeners;
+        for (a, b) in self.lengths.iter_mut().zip(other.lengths.iter()) {
+            *a += b;
+        }
+        self.uniques.merge(&other.uniques);
+        for (k, v) in &other.dims {
+            self.dims.entry(k.clone()).or_default().merge(v);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == QuarterRollup::default()
+    }
+}
+
+/// Everything known about one stream of one tenant in one clock hour.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HourRollup {
+    pub protocol: Protocol,
+    /// Concurrent listeners per minute of the hour (sessions overlapping the minute).
+    pub minutes: Vec<u32>,
+    pub quarters: [QuarterRollup; 4],
+    /// Distinct listeners per dimension value over the hour (breakdowns' `unique_listeners`).
+    pub dim_uniques: BTreeMap<(Dimension, String), UniqueSketch>,
+}
+
+impl HourRollup {
+    pub fn new(protocol: Protocol) -> Self {
+        HourRollup {
+            protocol,
+            minutes: vec![0; 60],
+            quarters: Default::default(),
+            dim_uniques: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `other` into `self`. Associative and commutative (see the property tests).
+    pub fn merge(&mut self, other: &HourRollup) {
+        // A stream's protocol is a property of its key; should two hosts disagree, the order
+        // of merging must not decide, so the smaller wins.
+        self.protocol = self.protocol.min(other.protocol);
+        if self.minutes.len() < 60 {
+            self.minutes.resize(60, 0);
+        }
+        for (a, b) in self.minutes.iter_mut().zip(other.minutes.iter()) {
+            *a += b;
+        }
+        for (a, b) in self.quarters.iter_mut().zip(other.quarters.iter()) {
+            a.merge(b);
+        }
+        for (k, v) in &other.dim_uniques {
+            self.dim_uniques.entry(k.clone()).or_default().merge(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_buckets_follow_the_edges() {
+        assert_eq!(length_bucket(60_000), 0);
+        assert_eq!(length_bucket(299_999), 0);
+        assert_eq!(length_bucket(300_000), 1);
+        assert_eq!(length_bucket(3_600_000), 5);
+        assert_eq!(length_bucket(18 * 3_600_000 - 1), 11);
+        assert_eq!(length_bucket(18 * 3_600_000), 12);
+        assert_eq!(length_bucket(100 * 3_600_000), 12);
+    }
+}
