@@ -1,1 +1,4 @@
-//! End-to-end tests.
+//! End-to-end tests: the real binaries, real QUIC on loopback, real SQLite files, and Debian's
+//! HAProxy where the feature touches it.
+
+mod haproxy_logs;

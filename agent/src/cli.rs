@@ -1,0 +1,164 @@
+//! The `earshot-agent` command line. Errors become one clear message and exit code 1 (2 for
+//! usage errors, as clap does).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::AgentConfig;
+use crate::ingest::Ingestor;
+use crate::reader::{Line, LineReader};
+use crate::report::DryRunReport;
+
+#[derive(Parser)]
+#[command(name = "earshot-agent", version, about = "Turns HAProxy logs into listener statistics and ships them to an earshot collector")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reads log files once, in the order given, and ships (or with --dry-run prints) the result.
+    Ingest {
+        /// Agent config (agent.toml). Without it every key takes its default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the aggregates as JSON instead of shipping them.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: also print one row per (tenant, stream, hour).
+        #[arg(long)]
+        detail: bool,
+        /// Without --dry-run: give up waiting for the collector's acknowledgements after this
+        /// many seconds (what is not acknowledged stays spooled).
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+        /// HAProxy log files, plain or gzip.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Follows the configured log files through rotation and ships to the collector.
+    Run {
+        #[arg(long, default_value = "/etc/earshot/agent.toml")]
+        config: PathBuf,
+    },
+    /// Tells the running agent that a log file was just rotated (for logrotate's postrotate).
+    Notify {
+        #[arg(long, default_value = "/etc/earshot/agent.toml")]
+        config: PathBuf,
+        /// The log file that was rotated.
+        path: PathBuf,
+    },
+    /// Checks a config file and says what is wrong where.
+    CheckConfig {
+        #[arg(long, default_value = "/etc/earshot/agent.toml")]
+        config: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("earshot-agent: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let c = AgentConfig::load(&config)?;
+            c.read_secret()?;
+            Ingestor::new(&c, vec![0; 32])?;
+            println!("{}: ok", config.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest { config, dry_run: true, detail, files, .. } => {
+            let c = match &config {
+                Some(path) => AgentConfig::load(path)?,
+                None => AgentConfig::defaults(),
+            };
+            let secret = dry_run_secret(&c, config.is_some());
+            let mut ingestor = Ingestor::new(&c, secret)?;
+            for file in &files {
+                feed_file(&mut ingestor, file, 0, c.inputs.max_line_bytes)?;
+            }
+            ingestor.close_all();
+            let (rollups, counters) = ingestor.take();
+            let report = DryRunReport::new(&rollups, &counters, detail);
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            let _ = writeln!(out);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest { config, dry_run: false, files, timeout_secs, .. } => {
+            let path = config.context("--config is required to ship (or use --dry-run)")?;
+            let c = AgentConfig::load(&path)?;
+            runtime()?.block_on(crate::daemon::ingest_and_ship(c, files, std::time::Duration::from_secs(timeout_secs)))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { config } => {
+            let c = AgentConfig::load(&config)?;
+            tracing::info!(config = %config.display(), files = c.inputs.files.len(), "earshot-agent starting");
+            runtime()?.block_on(crate::daemon::run(c))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Notify { config, path } => {
+            let c = AgentConfig::load(&config)?;
+            crate::daemon::notify(&c, &path)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// A dry run prints no hashes, so without a readable secret an ephemeral one does.
+fn dry_run_secret(c: &AgentConfig, from_file: bool) -> Vec<u8> {
+    match c.read_secret() {
+        Ok(s) => s,
+        Err(e) => {
+            if from_file {
+                tracing::warn!("{e}; using a one-off secret for this dry run");
+            }
+            let mut s = Vec::with_capacity(32);
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            s.extend_from_slice(&seed.to_le_bytes());
+            s.extend_from_slice(&std::process::id().to_le_bytes());
+            s.resize(32, 0x5a);
+            s
+        }
+    }
+}
+
+/// Feeds one file from `offset` to its end. Returns the offset reached.
+pub fn feed_file(ingestor: &mut Ingestor, path: &Path, offset: u64, max_line: usize) -> Result<u64> {
+    let mut reader =
+        LineReader::open(path, offset, max_line).with_context(|| format!("cannot read {}", path.display()))?;
+    while let Some(line) = reader.next_line().with_context(|| format!("reading {}", path.display()))? {
+        match line {
+            Line::Text(text) => ingestor.feed(text),
+            Line::TooLong { .. } => ingestor.count_skipped("too_long"),
+        }
+    }
+    Ok(reader.offset())
+}

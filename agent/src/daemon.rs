@@ -1,0 +1,248 @@
+//! The long-running agent (`run`) and the one-shot shipping ingest (`ingest` without
+//! `--dry-run`): the IO around the pure core. One blocking thread reads rotated files and
+//! commits to the spool; one task ships the spool; a unix socket in the state directory
+//! lets `earshot-agent notify` (logrotate's `postrotate`) trigger a scan at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use crate::config::AgentConfig;
+use crate::follow::{Follower, fingerprint, lock, rotated_siblings};
+use crate::ingest::Ingestor;
+use crate::ship::Shipper;
+use crate::spool::Spool;
+
+/// How often the log directories are looked at without a `notify`.
+const SCAN_INTERVAL: Duration = Duration::from_secs(10);
+const SHIP_INTERVAL: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+pub fn control_socket(config: &AgentConfig) -> PathBuf {
+    config.state_dir.join("control.sock")
+}
+
+pub fn open_spool(config: &AgentConfig) -> Result<Arc<Mutex<Spool>>> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    restrict_permissions(&config.state_dir);
+    let path = config.state_dir.join("spool.db");
+    let spool = Spool::open(&path).with_context(|| format!("cannot open the spool {}", path.display()))?;
+    Ok(Arc::new(Mutex::new(spool)))
+}
+
+fn restrict_permissions(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+fn restored_ingestor(config: &AgentConfig, spool: &Mutex<Spool>) -> Result<Ingestor> {
+    let secret = config.read_secret()?;
+    let mut ingestor = Ingestor::new(config, secret)?;
+    if let Some(state) = lock(spool).state()? {
+        ingestor.restore_state(&state)?;
+    }
+    Ok(ingestor)
+}
+
+/// `earshot-agent ingest --config FILE FILE…`: reads the files (skipping any already read),
+/// closes open sessions, and ships until the collector has acknowledged everything.
+pub async fn ingest_and_ship(config: AgentConfig, files: Vec<PathBuf>, timeout: Duration) -> Result<()> {
+    let link = config.collector.clone().context("the config has no [collector] to ship to (or use --dry-run)")?;
+    let spool = open_spool(&config)?;
+    let mut shipper = Shipper::new(&link)?;
+    let spool2 = spool.clone();
+    let cfg = config.clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let mut ingestor = restored_ingestor(&cfg, &spool2)?;
+        let mut follower = Follower::new(&spool2, cfg.inputs.max_line_bytes)?;
+        let never = AtomicBool::new(false);
+        let mut lines = 0;
+        for file in &files {
+            let key = fingerprint(file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .unwrap_or_default();
+            if key.is_empty() || follower.is_finished(&key) {
+                tracing::info!(file = %file.display(), "already ingested (or empty); skipped");
+                continue;
+            }
+            lines += follower.ingest_file(&mut ingestor, &spool2, file, &key, &never)?.lines;
+        }
+        ingestor.close_all();
+        let (rollups, counters) = ingestor.take();
+        lock(&spool2).commit(rollups, counters, &[], &ingestor.save_state())?;
+        Ok(lines)
+    });
+    let lines = read.await.context("reader thread")??;
+    tracing::info!(lines, "files read; shipping");
+    let deadline = Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match shipper.ship_pending(&spool).await {
+            Ok(n) if n > 0 => tracing::info!(batches = n, "acknowledged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("shipping failed: {e}"),
+        }
+        let left = lock(&spool).pending_count()?;
+        if left == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "{left} batches are still spooled after {}s; the next `run` or `ingest` ships them",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// `earshot-agent run`: follows the configured files until SIGTERM or SIGINT.
+pub async fn run(config: AgentConfig) -> Result<()> {
+    let link = config.collector.clone().context("the config has no [collector] table")?;
+    if config.inputs.files.is_empty() {
+        tracing::warn!("inputs.files is empty: nothing to follow");
+    }
+    let spool = open_spool(&config)?;
+    let mut shipper = Shipper::new(&link)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ship_now = Arc::new(Notify::new());
+    let (scan_tx, scan_rx) = mpsc::channel::<()>();
+
+    let socket_path = control_socket(&config);
+    let _ = std::fs::remove_file(&socket_path);
+    let listener = tokio::net::UnixListener::bind(&socket_path)
+        .with_context(|| format!("cannot listen on {}", socket_path.display()))?;
+    let control_tx = scan_tx.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(2), (&mut conn).take(4096).read_to_end(&mut buf)).await;
+            tracing::info!(path = %String::from_utf8_lossy(&buf).trim(), "rotation notified");
+            let _ = control_tx.send(());
+            let _ = conn.write_all(b"ok\n").await;
+        }
+    });
+
+    let scanner = {
+        let (spool, stop, ship_now, config) = (spool.clone(), stop.clone(), ship_now.clone(), config.clone());
+        tokio::task::spawn_blocking(move || scan_loop(&config, &spool, &stop, &ship_now, scan_rx))
+    };
+
+    let mut backoff = Duration::from_secs(1);
+    let mut failing = false;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = ship_now.notified() => {}
+            _ = tokio::time::sleep(if failing { backoff } else { SHIP_INTERVAL }) => {}
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+        match shipper.ship_pending(&spool).await {
+            Ok(n) => {
+                if failing {
+                    tracing::info!("collector reachable again");
+                }
+                failing = false;
+                backoff = Duration::from_secs(1);
+                if n > 0 {
+                    tracing::debug!(batches = n, "acknowledged");
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!("cannot ship to the collector: {e}; batches stay spooled, retrying");
+                }
+                failing = true;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    tracing::info!("stopping: finishing the file in progress");
+    stop.store(true, Ordering::Relaxed);
+    let _ = scan_tx.send(());
+    scanner.await.context("scanner thread")??;
+    let _ = tokio::time::timeout(Duration::from_secs(5), shipper.ship_pending(&spool)).await;
+    let _ = std::fs::remove_file(&socket_path);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn scan_loop(
+    config: &AgentConfig,
+    spool: &Mutex<Spool>,
+    stop: &AtomicBool,
+    ship_now: &Notify,
+    requests: mpsc::Receiver<()>,
+) -> Result<()> {
+    let mut ingestor = restored_ingestor(config, spool)?;
+    let mut follower = Follower::new(spool, config.inputs.max_line_bytes)?;
+    let mut reported: std::collections::HashSet<String> = Default::default();
+    while !stop.load(Ordering::Relaxed) {
+        for live in &config.inputs.files {
+            let siblings = match rotated_siblings(live) {
+                Ok(s) => s,
+                Err(e) => {
+                    if reported.insert(live.display().to_string()) {
+                        tracing::warn!(file = %live.display(), "cannot list rotated files: {e}");
+                    }
+                    continue;
+                }
+            };
+            for path in siblings {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let key = match fingerprint(&path) {
+                    Ok(Some(k)) => k,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        if reported.insert(path.display().to_string()) {
+                            tracing::warn!(file = %path.display(), "cannot read: {e}");
+                        }
+                        continue;
+                    }
+                };
+                if follower.is_finished(&key) {
+                    continue;
+                }
+                let t0 = Instant::now();
+                match follower.ingest_file(&mut ingestor, spool, &path, &key, stop) {
+                    Ok(o) => {
+                        tracing::info!(file = %path.display(), lines = o.lines, ms = t0.elapsed().as_millis() as u64, "ingested");
+                        ship_now.notify_one();
+                    }
+                    Err(e) => tracing::warn!(file = %path.display(), "ingest failed: {e}"),
+                }
+            }
+        }
+        match requests.recv_timeout(SCAN_INTERVAL) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Ok(())
+}
+
+/// `earshot-agent notify`: tells a running agent to look for rotated files now.
+pub fn notify(config: &AgentConfig, path: &Path) -> Result<()> {
+    use std::io::{Read, Write};
+    let socket = control_socket(config);
+    let mut conn = std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
+        format!("no running agent listens on {} (is earshot-agent running with this config?)", socket.display())
+    })?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.write_all(path.display().to_string().as_bytes())?;
+    conn.shutdown(std::net::Shutdown::Write)?;
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply)?;
+    anyhow::ensure!(reply.trim() == "ok", "unexpected reply from the agent: {reply:?}");
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! Following HAProxy's logs through rotation.
+//!
+//! The agent reads a log file once it has been rotated, never the live file: a rotated file
+//! is complete, so its lines can be turned into sessions and checkpointed without guessing
+//! what is still being written. A file is known by a fingerprint of its first bytes
+//! (decompressed), not by its name or inode, so the shapes logrotate produces all look the
+//! same: `haproxy.log.1` compressed later into `haproxy.log.2.gz` is the same file, a
+//! copytruncate copy is a new file, and a file rotated twice before the agent looked is two
+//! new files, read oldest first.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use crate::ingest::Ingestor;
+use crate::reader::{Line, LineReader};
+use crate::spool::{Checkpoint, Spool, SpoolError};
+
+/// Bytes of a file's (decompressed) start that identify it.
+const FINGERPRINT_BYTES: usize = 4096;
+/// Lines between two spool commits inside one file: bounds what a crash makes the agent
+/// re-read, and the memory a batch holds.
+pub const LINES_PER_COMMIT: u64 = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("spool: {0}")]
+    Spool(#[from] SpoolError),
+}
+
+/// The rotated siblings of a live log file, oldest first: `NAME.1`, `NAME.2.gz`,
+/// `NAME-20261128`, `NAME-20261128.gz`, … (anything `NAME.*` or `NAME-*` in its directory).
+pub fn rotated_siblings(live: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let dir = live.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let Some(name) = live.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(n) = file_name.to_str() else { continue };
+        let Some(rest) = n.strip_prefix(name) else { continue };
+        if !(rest.starts_with('.') || rest.starts_with('-')) || rest.len() < 2 {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        found.push((mtime, rotation_rank(rest), entry.path()));
+    }
+    // Oldest first; for equal times the higher rotation number is older.
+    found.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    Ok(found.into_iter().map(|(_, _, p)| p).collect())
+}
+
+fn rotation_rank(suffix: &str) -> u64 {
+    suffix
+        .trim_start_matches(['.', '-'])
+        .split('.')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// SHA-256 of the first bytes of the decompressed content; None for an empty file.
+pub fn fingerprint(path: &Path) -> std::io::Result<Option<String>> {
+    let file = std::fs::File::open(path)?;
+    let mut head = [0u8; 2];
+    let mut probe = std::io::BufReader::new(file);
+    let n = {
+        use std::io::BufRead;
+        let buf = probe.fill_buf()?;
+        let n = buf.len().min(2);
+        head[..n].copy_from_slice(&buf[..n]);
+        n
+    };
+    let mut content: Box<dyn Read> = if n == 2 && head == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(probe))
+    } else {
+        Box::new(probe)
+    };
+    let mut buf = Vec::with_capacity(FINGERPRINT_BYTES);
+    content.by_ref().take(FINGERPRINT_BYTES as u64).read_to_end(&mut buf)?;
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(hex::encode(Sha256::digest(&buf))))
+}
+
+/// Reads files into an ingestor and commits to the spool, resuming where checkpoints say.
+pub struct Follower {
+    pub checkpoints: HashMap<String, Checkpoint>,
+    max_line: usize,
+}
+
+pub struct FileOutcome {
+    pub lines: u64,
+    pub commits: u64,
+}
+
+impl Follower {
+    pub fn new(spool: &Mutex<Spool>, max_line: usize) -> Result<Follower, FollowError> {
+        let checkpoints = lock(spool)
+            .checkpoints()?
+            .into_iter()
+            .map(|c| (c.file_key.clone(), c))
+            .collect();
+        Ok(Follower { checkpoints, max_line })
+    }
+
+    /// Whether `key` was read to its end already.
+    pub fn is_finished(&self, key: &str) -> bool {
+        self.checkpoints.get(key).is_some_and(|c| c.finished)
+    }
+
+    /// Reads `path` (fingerprint `key`) from its checkpoint to the end, committing every
+    /// [`LINES_PER_COMMIT`] lines and at the end. Stops early, committed, when `stop` is set.
+    pub fn ingest_file(
+        &mut self,
+        ingestor: &mut Ingestor,
+        spool: &Mutex<Spool>,
+        path: &Path,
+        key: &str,
+        stop: &AtomicBool,
+    ) -> Result<FileOutcome, FollowError> {
+        let start = self.checkpoints.get(key).map_or(0, |c| c.offset);
+        let io = |source| FollowError::Io { path: path.to_path_buf(), source };
+        let mut reader = LineReader::open(path, start, self.max_line).map_err(io)?;
+        let mut outcome = FileOutcome { lines: 0, commits: 0 };
+        let mut since_commit = 0u64;
+        loop {
+            let line = reader.next_line().map_err(io)?;
+            let Some(line) = line else { break };
+            match line {
+                Line::Text(text) => ingestor.feed(text),
+                Line::TooLong { .. } => ingestor.count_skipped("too_long"),
+            }
+            outcome.lines += 1;
+            since_commit += 1;
+            if since_commit >= LINES_PER_COMMIT {
+                since_commit = 0;
+                self.commit(ingestor, spool, path, key, reader.offset(), false)?;
+                outcome.commits += 1;
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(outcome);
+                }
+            }
+        }
+        self.commit(ingestor, spool, path, key, reader.offset(), true)?;
+        outcome.commits += 1;
+        Ok(outcome)
+    }
+
+    /// Commits what the ingestor holds, with the state that goes with it.
+    pub fn commit(
+        &mut self,
+        ingestor: &mut Ingestor,
+        spool: &Mutex<Spool>,
+        path: &Path,
+        key: &str,
+        offset: u64,
+        finished: bool,
+    ) -> Result<Option<u64>, FollowError> {
+        let (rollups, counters) = ingestor.take();
+        let checkpoint = Checkpoint {
+            file_key: key.to_string(),
+            path: path.display().to_string(),
+            offset,
+            finished,
+        };
+        let state = ingestor.save_state();
+        let seq = lock(spool).commit(rollups, counters, std::slice::from_ref(&checkpoint), &state)?;
+        self.checkpoints.insert(key.to_string(), checkpoint);
+        Ok(seq)
+    }
+}
+
+pub fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
+    // A panic while holding the lock leaves the SQLite transaction rolled back: the spool
+    // itself is consistent, so the poison carries no information.
+    spool.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn siblings_oldest_first_and_fingerprint_ignores_compression() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("haproxy.log");
+        std::fs::write(&live, b"live\n").unwrap();
+        std::fs::write(dir.path().join("haproxy.log.1"), b"newer\n").unwrap();
+        let gz = dir.path().join("haproxy.log.2.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"older\n").unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        std::fs::write(dir.path().join("haproxy.logger"), b"other\n").unwrap();
+        std::fs::write(dir.path().join("other.log.1"), b"other\n").unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options().write(true).open(&gz).unwrap().set_modified(old).unwrap();
+        let found = rotated_siblings(&live).unwrap();
+        let names: Vec<_> = found.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect();
+        assert_eq!(names, ["haproxy.log.2.gz", "haproxy.log.1"]);
+
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, b"older\n").unwrap();
+        assert_eq!(fingerprint(&gz).unwrap(), fingerprint(&plain).unwrap());
+        assert_ne!(fingerprint(&gz).unwrap(), fingerprint(&live).unwrap());
+        std::fs::write(&plain, b"").unwrap();
+        assert_eq!(fingerprint(&plain).unwrap(), None);
+    }
+}

@@ -1,0 +1,564 @@
+//! The agent's core: log lines in, sessions and rollups out. Pure apart from reading the
+//! optional GeoIP database at construction; the drivers (dry run, `run`) feed it lines.
+//!
+//! The client IP is used here, within one call, to hash the listener and look up the country,
+//! and is then dropped: it only lives on as the in-memory cache key below, never in a rollup,
+//! the state blob or a log message.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
+
+use earshot_common::time::{DAY_MS, civil_from_days};
+use earshot_common::wire::AgentCounters;
+use earshot_common::{Dimension, HourKey, HourRollup, ListenerId, ListenerKeyring, Protocol};
+use serde::{Deserialize, Serialize};
+
+use crate::accumulate::{Accumulator, AqhEntry, Session, StreamId, ValueId};
+use crate::clock::LogClock;
+use crate::config::AgentConfig;
+use crate::logline::{self, LineKind, LogRecord};
+use crate::route::{Route, Router};
+use crate::useragent::UaClassifier;
+
+/// Caches are cleared when they grow past this many entries, bounding memory under a flood
+/// of distinct listeners.
+const MAX_CACHED_LISTENERS: usize = 400_000;
+const MAX_CACHED_USER_AGENTS: usize = 50_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("classify.opawg_dir: {0}")]
+    UserAgents(#[from] crate::useragent::UaError),
+    #[error("classify.geoip_db {path}: {message}")]
+    Geo { path: String, message: String },
+    #[error("inputs.log_timezone: {0}")]
+    TimeZone(String),
+    #[error("saved agent state is unreadable: {0}")]
+    State(String),
+}
+
+#[derive(Clone, Copy)]
+struct ListenerInfo {
+    id: ListenerId,
+    client: ValueId,
+    device: ValueId,
+    os: ValueId,
+    country: ValueId,
+    bot: bool,
+}
+
+#[derive(Clone, Copy)]
+struct UaInfoIds {
+    client: ValueId,
+    device: ValueId,
+    os: ValueId,
+    bot: bool,
+}
+
+#[derive(Clone, Copy)]
+struct OpenHls {
+    start_ms: i64,
+    end_ms: i64,
+    dims: [ValueId; 6],
+    bot: bool,
+}
+
+pub struct Ingestor {
+    clock: LogClock,
+    router: Router,
+    classifier: UaClassifier,
+    geo: Option<maxminddb::Reader<Vec<u8>>>,
+    secret: Vec<u8>,
+    ua_field: usize,
+    referer_field: Option<usize>,
+    host_field: Option<usize>,
+    hls_gap_ms: i64,
+    acc: Accumulator,
+    tenants: HashMap<Box<str>, u32>,
+    tenant_names: Vec<Box<str>>,
+    keyrings: HashMap<(u32, i64), ListenerKeyring>,
+    listeners: HashMap<Box<[u8]>, ListenerInfo>,
+    user_agents: HashMap<Box<[u8]>, UaInfoIds>,
+    streams: HashMap<Box<[u8]>, StreamId>,
+    open_hls: HashMap<(StreamId, ListenerId), OpenHls>,
+    expiry: BinaryHeap<Reverse<(i64, StreamId, ListenerId)>>,
+    log_now_ms: i64,
+    key_buf: Vec<u8>,
+    lines: u64,
+    malformed: HashMap<&'static str, u64>,
+    by_status: HashMap<(u32, i32), u64>,
+    month_cache: (i64, i64),
+}
+
+impl Ingestor {
+    pub fn new(config: &AgentConfig, secret: Vec<u8>) -> Result<Ingestor, IngestError> {
+        let clock = LogClock::new(config.inputs.log_timezone.as_deref()).map_err(IngestError::TimeZone)?;
+        let classifier = match &config.classify.opawg_dir {
+            Some(dir) => UaClassifier::with_opawg(dir)?,
+            None => UaClassifier::builtin(),
+        };
+        let geo = match &config.classify.geoip_db {
+            Some(path) => Some(maxminddb::Reader::open_readfile(path).map_err(|e| IngestError::Geo {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?),
+            None => None,
+        };
+        let field = |name: &str| {
+            config.inputs.captured_headers.iter().position(|h| h.eq_ignore_ascii_case(name))
+        };
+        let mut acc = Accumulator::new(config.sessions.min_session_secs);
+        // Value 0 of every dimension is "unknown" (or the equivalent), so ids are stable.
+        for d in Dimension::ALL {
+            acc.value_id(d, if d == Dimension::Source { "direct" } else { "unknown" });
+        }
+        Ok(Ingestor {
+            clock,
+            router: Router::new(&config.routing, &config.sessions),
+            classifier,
+            geo,
+            secret,
+            ua_field: field("user-agent").unwrap_or(0),
+            referer_field: field("referer"),
+            host_field: field("host"),
+            hls_gap_ms: config.sessions.hls_session_gap_secs as i64 * 1000,
+            acc,
+            tenants: HashMap::new(),
+            tenant_names: Vec::new(),
+            keyrings: HashMap::new(),
+            listeners: HashMap::new(),
+            user_agents: HashMap::new(),
+            streams: HashMap::new(),
+            open_hls: HashMap::new(),
+            expiry: BinaryHeap::new(),
+            log_now_ms: i64::MIN,
+            key_buf: Vec::with_capacity(512),
+            lines: 0,
+            malformed: HashMap::new(),
+            by_status: HashMap::new(),
+            month_cache: (i64::MIN, 0),
+        })
+    }
+
+    /// Feeds one log line (without its newline).
+    pub fn feed(&mut self, line: &[u8]) {
+        self.lines += 1;
+        match logline::parse_line(line) {
+            Err(reason) => self.count_malformed(reason.as_str()),
+            Ok(None) => {}
+            Ok(Some(record)) => self.feed_record(&record),
+        }
+    }
+
+    /// Counts a line the reader had to skip (e.g. longer than `max_line_bytes`).
+    pub fn count_skipped(&mut self, reason: &'static str) {
+        self.lines += 1;
+        self.count_malformed(reason);
+    }
+
+    fn count_malformed(&mut self, reason: &'static str) {
+        *self.malformed.entry(reason).or_default() += 1;
+    }
+
+    fn feed_record(&mut self, r: &LogRecord<'_>) {
+        let Ok(backend) = std::str::from_utf8(r.backend) else {
+            return self.count_malformed("not_utf8");
+        };
+        let (path, query, authority): (&[u8], Option<&[u8]>, Option<&[u8]>) = match (&r.kind, &r.request) {
+            (_, Some(req)) => (req.path, req.query, req.authority),
+            (LineKind::Tcp, None) => (b"/", None, None),
+            (LineKind::Http, None) => {
+                // "<BADREQ>" and friends: no request to attribute, counted by status.
+                let t = intern_tenant(&mut self.tenants, &mut self.tenant_names, self.router.default_tenant(backend));
+                *self.by_status.entry((t, r.status)).or_default() += 1;
+                return;
+            }
+        };
+        let captured_host = match (authority, self.host_field, r.captured_request) {
+            (Some(a), _, _) => Some(a),
+            (None, Some(i), Some(block)) => logline::captured_field(block, i),
+            _ => None,
+        };
+        let (tenant_id, stream_id, protocol) = match self.router.route(backend, path, captured_host) {
+            Route::Ignored { tenant } => {
+                let t = intern_tenant(&mut self.tenants, &mut self.tenant_names, tenant);
+                *self.by_status.entry((t, r.status)).or_default() += 1;
+                return;
+            }
+            Route::Stream { tenant, stream, protocol } => {
+                let t = intern_tenant(&mut self.tenants, &mut self.tenant_names, tenant);
+                let s = intern_stream(&mut self.streams, &mut self.acc, &mut self.key_buf, tenant, stream.as_bytes(), protocol);
+                (t, s, protocol)
+            }
+        };
+        let success = match r.kind {
+            LineKind::Http => (200..300).contains(&r.status),
+            LineKind::Tcp => r.bytes > 0,
+        };
+        if !success {
+            *self.by_status.entry((tenant_id, r.status)).or_default() += 1;
+            return;
+        }
+        if r.logasap {
+            // Logged at the start: the real duration is never written.
+            return self.count_malformed("logasap_duration");
+        }
+        if r.duration_ms < 0 {
+            return self.count_malformed("no_duration");
+        }
+        let start_ms = self.clock.to_utc_ms(r.accept_naive_ms);
+        let end_ms = start_ms + r.duration_ms;
+        if start_ms > self.log_now_ms {
+            self.log_now_ms = start_ms;
+        }
+        let Some(listener) = self.listener(tenant_id, start_ms, r) else {
+            return self.count_malformed("bad_user_agent_capture");
+        };
+        match protocol {
+            Protocol::Icecast => {
+                let dims = self.session_dims(&listener, query, r);
+                self.acc.add(&Session {
+                    stream: stream_id,
+                    listener: listener.id,
+                    dims,
+                    start_ms,
+                    end_ms,
+                    bot: listener.bot,
+                });
+            }
+            Protocol::Hls => self.hls_request(stream_id, &listener, start_ms, end_ms, query, r),
+        }
+        self.close_idle();
+    }
+
+    fn hls_request(
+        &mut self,
+        stream: StreamId,
+        listener: &ListenerInfo,
+        start_ms: i64,
+        end_ms: i64,
+        query: Option<&[u8]>,
+        r: &LogRecord<'_>,
+    ) {
+        let key = (stream, listener.id);
+        if let Some(open) = self.open_hls.get_mut(&key) {
+            if start_ms - open.end_ms < self.hls_gap_ms {
+                open.end_ms = open.end_ms.max(end_ms);
+                open.start_ms = open.start_ms.min(start_ms);
+                return;
+            }
+            let done = *open;
+            self.close_hls(key, done);
+        }
+        let dims = self.session_dims(listener, query, r);
+        self.open_hls.insert(key, OpenHls { start_ms, end_ms, dims, bot: listener.bot });
+        self.expiry.push(Reverse((end_ms + self.hls_gap_ms, stream, listener.id)));
+    }
+
+    fn close_hls(&mut self, key: (StreamId, ListenerId), s: OpenHls) {
+        self.acc.add(&Session {
+            stream: key.0,
+            listener: key.1,
+            dims: s.dims,
+            start_ms: s.start_ms,
+            end_ms: s.end_ms,
+            bot: s.bot,
+        });
+    }
+
+    /// Closes HLS sessions whose last request is more than the gap behind the log's clock.
+    fn close_idle(&mut self) {
+        while let Some(&Reverse((expires, stream, listener))) = self.expiry.peek() {
+            if expires >= self.log_now_ms {
+                break;
+            }
+            self.expiry.pop();
+            let key = (stream, listener);
+            let Some(open) = self.open_hls.get(&key).copied() else { continue };
+            let due = open.end_ms + self.hls_gap_ms;
+            if due < self.log_now_ms {
+                self.open_hls.remove(&key);
+                self.close_hls(key, open);
+            } else if due != expires {
+                self.expiry.push(Reverse((due, stream, listener)));
+            }
+        }
+        self.acc.prune(self.log_now_ms);
+    }
+
+    /// Closes every open HLS session, as at the end of a dry run.
+    pub fn close_all(&mut self) {
+        let mut open: Vec<_> = self.open_hls.drain().collect();
+        open.sort_by_key(|(k, s)| (s.start_ms, k.0, k.1));
+        for (key, s) in open {
+            self.close_hls(key, s);
+        }
+        self.expiry.clear();
+    }
+
+    pub fn open_sessions(&self) -> usize {
+        self.open_hls.len()
+    }
+
+    /// Everything accumulated since the last call.
+    pub fn take(&mut self) -> (Vec<(HourKey, HourRollup)>, AgentCounters) {
+        let rollups = self.acc.take();
+        let mut counters = AgentCounters { lines: std::mem::take(&mut self.lines), ..Default::default() };
+        for (reason, n) in self.malformed.drain() {
+            counters.malformed.insert(reason.to_string(), n);
+        }
+        for ((t, status), n) in self.by_status.drain() {
+            counters.by_status.insert((self.tenant_names[t as usize].to_string(), status), n);
+        }
+        (rollups, counters)
+    }
+
+    /// The hashed listener of a line, hashing once per (tenant, month, address, User-Agent).
+    fn listener(&mut self, tenant: u32, start_ms: i64, r: &LogRecord<'_>) -> Option<ListenerInfo> {
+        let ua_raw: &[u8] = match r.captured_request {
+            Some(block) => logline::captured_field(block, self.ua_field).unwrap_or(b""),
+            None => b"",
+        };
+        let month = self.month_index(start_ms);
+        self.key_buf.clear();
+        self.key_buf.extend_from_slice(&tenant.to_le_bytes());
+        self.key_buf.extend_from_slice(&month.to_le_bytes());
+        match r.client_ip {
+            IpAddr::V4(v4) => self.key_buf.extend_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => self.key_buf.extend_from_slice(&v6.octets()),
+        }
+        self.key_buf.extend_from_slice(ua_raw);
+        if let Some(info) = self.listeners.get(self.key_buf.as_slice()) {
+            return Some(*info);
+        }
+        if self.listeners.len() >= MAX_CACHED_LISTENERS {
+            self.listeners.clear();
+        }
+        let key: Box<[u8]> = self.key_buf.as_slice().into();
+        let ua = logline::unescape(ua_raw);
+        let ua_ids = self.user_agent(ua_raw, &ua);
+        let keyring = self.keyrings.entry((tenant, month)).or_insert_with(|| {
+            let (y, m) = (month.div_euclid(12), month.rem_euclid(12) + 1);
+            ListenerKeyring::derive(&self.secret, &self.tenant_names[tenant as usize], &format!("{y:04}-{m:02}"))
+        });
+        let id = keyring.listener(r.client_ip, &ua);
+        let country = match self.geo.as_ref().and_then(|g| country_of(g, r.client_ip)) {
+            Some(code) => self.acc.value_id(Dimension::Country, &code),
+            None => 0,
+        };
+        let info = ListenerInfo {
+            id,
+            client: ua_ids.client,
+            device: ua_ids.device,
+            os: ua_ids.os,
+            country,
+            bot: ua_ids.bot,
+        };
+        self.listeners.insert(key, info);
+        Some(info)
+    }
+
+    fn user_agent(&mut self, raw: &[u8], ua: &[u8]) -> UaInfoIds {
+        if let Some(ids) = self.user_agents.get(raw) {
+            return *ids;
+        }
+        if self.user_agents.len() >= MAX_CACHED_USER_AGENTS {
+            self.user_agents.clear();
+        }
+        let info = self.classifier.classify(&String::from_utf8_lossy(ua));
+        let ids = UaInfoIds {
+            client: self.acc.value_id(Dimension::Client, &info.client),
+            device: self.acc.value_id(Dimension::Device, info.device),
+            os: self.acc.value_id(Dimension::Os, &info.os),
+            bot: info.bot,
+        };
+        self.user_agents.insert(raw.into(), ids);
+        ids
+    }
+
+    /// Months since 1970-01 of an instant, cached per day.
+    fn month_index(&mut self, t_ms: i64) -> i64 {
+        let day = t_ms.div_euclid(DAY_MS);
+        if self.month_cache.0 != day {
+            let (y, m, _) = civil_from_days(day);
+            self.month_cache = (day, y * 12 + (m as i64 - 1));
+        }
+        self.month_cache.1
+    }
+
+    fn session_dims(&mut self, l: &ListenerInfo, query: Option<&[u8]>, r: &LogRecord<'_>) -> [ValueId; 6] {
+        let referer = match (self.referer_field, r.captured_request) {
+            (Some(i), Some(block)) => logline::captured_field(block, i).and_then(referrer_host),
+            _ => None,
+        };
+        let source = query.and_then(source_param);
+        let referrer_id = match &referer {
+            Some(h) => self.acc.value_id(Dimension::Referrer, h),
+            None => self.acc.value_id(Dimension::Referrer, "none"),
+        };
+        let source_id = match (&source, &referer) {
+            (Some(s), _) => self.acc.value_id(Dimension::Source, s),
+            (None, Some(h)) => self.acc.value_id(Dimension::Source, h),
+            (None, None) => 0,
+        };
+        [l.client, l.device, l.os, l.country, referrer_id, source_id]
+    }
+
+    /// The state that must survive a restart: open HLS sessions and AQH progress.
+    pub fn save_state(&self) -> Vec<u8> {
+        let open = self
+            .open_hls
+            .iter()
+            .map(|(&(sid, listener), s)| SavedHls {
+                tenant: self.acc.stream_tenant(sid).to_string(),
+                stream: self.stream_name(sid),
+                listener,
+                start_ms: s.start_ms,
+                end_ms: s.end_ms,
+                dims: Dimension::ALL.map(|d| self.acc.value(d, s.dims[d as usize]).to_string()),
+                bot: s.bot,
+            })
+            .collect();
+        let state = SavedState { version: 1, log_now_ms: self.log_now_ms, open, aqh: self.acc.save_aqh() };
+        postcard::to_stdvec(&state).expect("state serialises")
+    }
+
+    pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+        let state: SavedState = postcard::from_bytes(bytes).map_err(|e| IngestError::State(e.to_string()))?;
+        if state.version != 1 {
+            return Err(IngestError::State(format!("version {} is not 1", state.version)));
+        }
+        self.log_now_ms = state.log_now_ms;
+        self.acc.restore_aqh(state.aqh);
+        for s in state.open {
+            let sid = intern_stream(&mut self.streams, &mut self.acc, &mut self.key_buf, &s.tenant, s.stream.as_bytes(), Protocol::Hls);
+            intern_tenant(&mut self.tenants, &mut self.tenant_names, &s.tenant);
+            let dims = Dimension::ALL.map(|d| self.acc.value_id(d, &s.dims[d as usize]));
+            self.open_hls.insert((sid, s.listener), OpenHls { start_ms: s.start_ms, end_ms: s.end_ms, dims, bot: s.bot });
+            self.expiry.push(Reverse((s.end_ms + self.hls_gap_ms, sid, s.listener)));
+        }
+        Ok(())
+    }
+
+    fn stream_name(&self, sid: StreamId) -> String {
+        self.streams
+            .iter()
+            .find(|(_, v)| **v == sid)
+            .map(|(k, _)| {
+                let sep = k.iter().position(|&b| b == 0).unwrap_or(0);
+                String::from_utf8_lossy(&k[sep + 1..]).into_owned()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn intern_tenant(tenants: &mut HashMap<Box<str>, u32>, names: &mut Vec<Box<str>>, tenant: &str) -> u32 {
+    if let Some(&id) = tenants.get(tenant) {
+        return id;
+    }
+    let id = names.len() as u32;
+    names.push(tenant.into());
+    tenants.insert(tenant.into(), id);
+    id
+}
+
+fn intern_stream(
+    streams: &mut HashMap<Box<[u8]>, StreamId>,
+    acc: &mut Accumulator,
+    key_buf: &mut Vec<u8>,
+    tenant: &str,
+    stream: &[u8],
+    protocol: Protocol,
+) -> StreamId {
+    key_buf.clear();
+    key_buf.extend_from_slice(tenant.as_bytes());
+    key_buf.push(0);
+    key_buf.extend_from_slice(stream);
+    if let Some(&id) = streams.get(key_buf.as_slice()) {
+        return id;
+    }
+    let id = acc.stream_id(tenant, &String::from_utf8_lossy(stream), protocol);
+    streams.insert(key_buf.as_slice().into(), id);
+    id
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    version: u32,
+    log_now_ms: i64,
+    open: Vec<SavedHls>,
+    aqh: Vec<AqhEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedHls {
+    tenant: String,
+    stream: String,
+    listener: ListenerId,
+    start_ms: i64,
+    end_ms: i64,
+    dims: [String; 6],
+    bot: bool,
+}
+
+fn country_of(reader: &maxminddb::Reader<Vec<u8>>, ip: IpAddr) -> Option<String> {
+    let country: maxminddb::geoip2::Country = reader.lookup(ip).ok()?;
+    country.country?.iso_code.map(str::to_string)
+}
+
+/// The host of a Referer URL, lower-cased, without port or credentials.
+pub fn referrer_host(raw: &[u8]) -> Option<String> {
+    let text = logline::unescape(raw);
+    let text = std::str::from_utf8(&text).ok()?.trim();
+    if text.is_empty() || text == "-" {
+        return None;
+    }
+    let rest = text.split_once("://").map(|(_, r)| r).unwrap_or(text);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = if host.starts_with('[') {
+        host.split(']').next()?.trim_start_matches('[')
+    } else {
+        host.split(':').next()?
+    };
+    let host = host.to_ascii_lowercase();
+    (!host.is_empty() && host.len() <= 253).then_some(host)
+}
+
+/// The `source=` query parameter, lower-cased and bounded.
+pub fn source_param(query: &[u8]) -> Option<String> {
+    query.split(|&b| b == b'&').find_map(|pair| {
+        let value = pair.strip_prefix(b"source=")?;
+        let value = std::str::from_utf8(value).ok()?;
+        let value: String = value
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .take(64)
+            .collect::<String>()
+            .to_ascii_lowercase();
+        (!value.is_empty()).then_some(value)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn referrer_hosts() {
+        assert_eq!(referrer_host(b"https://www.Example.de:8443/player?x=1").as_deref(), Some("www.example.de"));
+        assert_eq!(referrer_host(b"-"), None);
+        assert_eq!(referrer_host(b""), None);
+        assert_eq!(referrer_host(b"android-app://com.example.radio").as_deref(), Some("com.example.radio"));
+    }
+
+    #[test]
+    fn source_params() {
+        assert_eq!(source_param(b"a=1&source=Facebook").as_deref(), Some("facebook"));
+        assert_eq!(source_param(b"a=1"), None);
+        assert_eq!(source_param(b"source="), None);
+    }
+}

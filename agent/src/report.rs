@@ -1,0 +1,112 @@
+//! What `ingest --dry-run` prints: totals over all the rollups a run produced.
+
+use std::collections::BTreeMap;
+
+use earshot_common::wire::AgentCounters;
+use earshot_common::{HourKey, HourRollup, UniqueSketch};
+use serde::Serialize;
+
+#[derive(Debug, Default, Serialize)]
+pub struct DryRunReport {
+    pub lines: u64,
+    pub malformed_lines: u64,
+    pub malformed: BTreeMap<String, u64>,
+    /// Request lines that formed no session (non-2xx, ignored paths), by status.
+    pub not_sessions_by_status: BTreeMap<String, u64>,
+    pub tenants: BTreeMap<String, TenantTotals>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hours: Option<Vec<HourRow>>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct TenantTotals {
+    pub sessions: u64,
+    pub short_sessions: u64,
+    pub bot_sessions: u64,
+    pub listening_seconds: f64,
+    pub unique_listeners: u64,
+    pub peak_concurrent: u64,
+    pub streams: usize,
+    #[serde(skip)]
+    uniques: UniqueSketch,
+    #[serde(skip)]
+    minutes: BTreeMap<i64, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HourRow {
+    pub tenant: String,
+    pub stream: String,
+    pub protocol: &'static str,
+    pub hour: String,
+    pub sessions: u64,
+    pub short_sessions: u64,
+    pub bot_sessions: u64,
+    pub listening_seconds: f64,
+    pub unique_listeners: u64,
+    pub peak_concurrent: u32,
+}
+
+impl DryRunReport {
+    pub fn new(rollups: &[(HourKey, HourRollup)], counters: &AgentCounters, detail: bool) -> DryRunReport {
+        let mut report = DryRunReport {
+            lines: counters.lines,
+            malformed_lines: counters.malformed_lines(),
+            malformed: counters.malformed.clone(),
+            ..Default::default()
+        };
+        for ((_, status), n) in &counters.by_status {
+            *report.not_sessions_by_status.entry(status.to_string()).or_default() += n;
+        }
+        let mut streams: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
+        let mut hours = Vec::new();
+        for (key, r) in rollups {
+            let t = report.tenants.entry(key.tenant.clone()).or_default();
+            streams.entry(key.tenant.clone()).or_default().insert(&key.stream);
+            let mut hour_uniques = UniqueSketch::new();
+            let (mut s, mut sh, mut b, mut ms) = (0, 0, 0, 0);
+            for q in &r.quarters {
+                s += q.sessions;
+                sh += q.short_sessions;
+                b += q.bot_sessions;
+                ms += q.listening_ms;
+                hour_uniques.merge(&q.uniques);
+            }
+            t.sessions += s;
+            t.short_sessions += sh;
+            t.bot_sessions += b;
+            t.listening_seconds += ms as f64 / 1000.0;
+            t.uniques.merge(&hour_uniques);
+            for (i, m) in r.minutes.iter().enumerate() {
+                *t.minutes.entry(key.hour_ms + i as i64 * 60_000).or_default() += *m as u64;
+            }
+            if detail {
+                hours.push(HourRow {
+                    tenant: key.tenant.clone(),
+                    stream: key.stream.clone(),
+                    protocol: r.protocol.as_str(),
+                    hour: rfc3339(key.hour_ms),
+                    sessions: s,
+                    short_sessions: sh,
+                    bot_sessions: b,
+                    listening_seconds: ms as f64 / 1000.0,
+                    unique_listeners: hour_uniques.estimate(),
+                    peak_concurrent: r.minutes.iter().copied().max().unwrap_or(0),
+                });
+            }
+        }
+        for (name, t) in report.tenants.iter_mut() {
+            t.unique_listeners = t.uniques.estimate();
+            t.peak_concurrent = t.minutes.values().copied().max().unwrap_or(0);
+            t.streams = streams.get(name).map_or(0, |s| s.len());
+        }
+        if detail {
+            report.hours = Some(hours);
+        }
+        report
+    }
+}
+
+pub fn rfc3339(t_ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(t_ms).map(|t| t.to_string()).unwrap_or_default()
+}

@@ -1,0 +1,212 @@
+//! From a log line to (tenant, stream, protocol): the configured rules first, then the
+//! default — tenant = backend name without its prefix, stream = the mount path for
+//! progressive streams and the playlist's directory for HLS.
+
+use earshot_common::Protocol;
+
+use crate::config::{RouteRule, RoutingConfig, SessionConfig, valid_tenant};
+
+/// What a request is for, or why it is not a session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    Stream { tenant: &'a str, stream: StreamName<'a>, protocol: Protocol },
+    /// Dropped by a rule or an ignore pattern; counted by status under `tenant`.
+    Ignored { tenant: &'a str },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StreamName<'a> {
+    Path(&'a [u8]),
+    Configured(&'a str),
+}
+
+impl StreamName<'_> {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            StreamName::Path(p) => p,
+            StreamName::Configured(s) => s.as_bytes(),
+        }
+    }
+}
+
+pub struct Router {
+    prefix: String,
+    rules: Vec<RouteRule>,
+    hls: Vec<String>,
+    ignore: Vec<String>,
+}
+
+impl Router {
+    pub fn new(routing: &RoutingConfig, sessions: &SessionConfig) -> Router {
+        Router {
+            prefix: routing.backend_prefix.clone(),
+            rules: routing.rules.clone(),
+            hls: sessions.hls_path_patterns.clone(),
+            ignore: sessions.ignore_path_patterns.clone(),
+        }
+    }
+
+    /// The tenant a backend stands for when no rule says otherwise.
+    pub fn default_tenant<'a>(&self, backend: &'a str) -> &'a str {
+        backend.strip_prefix(self.prefix.as_str()).unwrap_or(backend)
+    }
+
+    /// `backend` as logged; `path` without query; `host` when known.
+    pub fn route<'a>(&'a self, backend: &'a str, path: &'a [u8], host: Option<&[u8]>) -> Route<'a> {
+        let default_tenant = backend.strip_prefix(self.prefix.as_str()).unwrap_or(backend);
+        let protocol = if self.hls.iter().any(|p| glob(p.as_bytes(), path)) {
+            Protocol::Hls
+        } else {
+            Protocol::Icecast
+        };
+        let default_stream = match protocol {
+            Protocol::Hls => StreamName::Path(directory(path)),
+            Protocol::Icecast => StreamName::Path(path),
+        };
+        for rule in &self.rules {
+            if rule_matches(rule, backend, path, host) {
+                let tenant = rule.tenant.as_deref().unwrap_or(default_tenant);
+                if rule.ignore {
+                    return Route::Ignored { tenant };
+                }
+                let stream = match &rule.stream {
+                    Some(s) => StreamName::Configured(s),
+                    None => default_stream,
+                };
+                return Route::Stream { tenant, stream, protocol };
+            }
+        }
+        if self.ignore.iter().any(|p| glob(p.as_bytes(), path)) || !valid_tenant(default_tenant) {
+            return Route::Ignored { tenant: default_tenant };
+        }
+        Route::Stream { tenant: default_tenant, stream: default_stream, protocol }
+    }
+}
+
+fn rule_matches(rule: &RouteRule, backend: &str, path: &[u8], host: Option<&[u8]>) -> bool {
+    if let Some(b) = &rule.match_backend
+        && !glob(b.as_bytes(), backend.as_bytes())
+    {
+        return false;
+    }
+    if let Some(p) = &rule.match_path_prefix
+        && !path.starts_with(p.as_bytes())
+    {
+        return false;
+    }
+    if let Some(h) = &rule.match_host {
+        let Some(host) = host else { return false };
+        let host = strip_port(host);
+        if !glob(h.as_bytes(), host) {
+            return false;
+        }
+    }
+    true
+}
+
+fn strip_port(host: &[u8]) -> &[u8] {
+    match host.iter().rposition(|&b| b == b':') {
+        Some(i) if !host.contains(&b']') || host[..i].ends_with(b"]") => &host[..i],
+        _ => host,
+    }
+}
+
+/// The directory part of a path: "/hls/radio1/seg_9.aac" → "/hls/radio1"; "/x.m3u8" → "/".
+pub fn directory(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) | None => b"/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// Glob match where `*` matches any run of bytes (including '/'). Case-sensitive.
+pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let (mut star, mut mark) = (usize::MAX, 0);
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] != b'*' && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if p < pattern.len() && pattern[p] == b'*' {
+            star = p;
+            mark = t;
+            p += 1;
+        } else if star != usize::MAX {
+            p = star + 1;
+            mark += 1;
+            t = mark;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AgentConfig;
+
+    #[test]
+    fn globs() {
+        assert!(glob(b"*.m3u8", b"/hls/a/live.m3u8"));
+        assert!(!glob(b"*.m3u8", b"/hls/a/live.m3u8x"));
+        assert!(glob(b"/hls/*", b"/hls/a/seg.aac"));
+        assert!(glob(b"be_*", b"be_radio"));
+        assert!(glob(b"*", b""));
+        assert!(!glob(b"a*b", b"acbx"));
+        assert!(glob(b"a*b*c", b"aXbYbZc"));
+    }
+
+    #[test]
+    fn default_routes() {
+        let c = AgentConfig::defaults();
+        let r = Router::new(&c.routing, &c.sessions);
+        assert_eq!(
+            r.route("be_radio1", b"/radio1/live.mp3", None),
+            Route::Stream {
+                tenant: "radio1",
+                stream: StreamName::Path(b"/radio1/live.mp3"),
+                protocol: Protocol::Icecast
+            }
+        );
+        assert_eq!(
+            r.route("be_radio1", b"/hls/radio1/seg_7.aac", None),
+            Route::Stream {
+                tenant: "radio1",
+                stream: StreamName::Path(b"/hls/radio1"),
+                protocol: Protocol::Hls
+            }
+        );
+        assert_eq!(
+            r.route("radio2", b"/live/index.m3u8", None),
+            Route::Stream {
+                tenant: "radio2",
+                stream: StreamName::Path(b"/live"),
+                protocol: Protocol::Hls
+            }
+        );
+        assert_eq!(r.route("be_radio1", b"/favicon.ico", None), Route::Ignored { tenant: "radio1" });
+    }
+
+    #[test]
+    fn rules_come_first() {
+        let c = AgentConfig::parse(
+            "[[routing.rules]]\nmatch_host = \"*.radio-a.example\"\ntenant = \"a\"\n\
+             [[routing.rules]]\nmatch_backend = \"be_shared\"\nmatch_path_prefix = \"/b/\"\ntenant = \"b\"\nstream = \"main\"\n\
+             [[routing.rules]]\nmatch_backend = \"stats\"\nignore = true\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let r = Router::new(&c.routing, &c.sessions);
+        assert!(matches!(
+            r.route("be_shared", b"/x.mp3", Some(b"www.radio-a.example:443")),
+            Route::Stream { tenant: "a", .. }
+        ));
+        assert_eq!(
+            r.route("be_shared", b"/b/live.mp3", None),
+            Route::Stream { tenant: "b", stream: StreamName::Configured("main"), protocol: Protocol::Icecast }
+        );
+        assert_eq!(r.route("stats", b"/", None), Route::Ignored { tenant: "stats" });
+    }
+}

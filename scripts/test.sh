@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every earshot test. Installs what the tests need first: Debian's haproxy and icecast2
+# (the end-to-end tests run the real programs) when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v icecast2 >/dev/null 2>&1 || need+=(icecast2)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]} from Debian's packages"
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
+    # The packages start system services; the tests run their own instances.
+    $sudo_cmd systemctl stop haproxy icecast2 >/dev/null 2>&1 || true
+fi
+
+cargo test --workspace --all-targets -- --test-threads 2
