@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v icecast2 >/dev/null 2>&1 || need+=(icecast2)
+# Builds the small GeoIP database the country test uses.
+perl -MMaxMind::DB::Writer::Tree -e1 >/dev/null 2>&1 || need+=(libmaxmind-db-writer-perl)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} from Debian's packages"
     sudo_cmd=""
@@ -17,4 +19,6 @@ if [ ${#need[@]} -gt 0 ]; then
     $sudo_cmd systemctl stop haproxy icecast2 >/dev/null 2>&1 || true
 fi
 
+# The end-to-end tests run the real binaries.
+cargo build --workspace --bins
 cargo test --workspace --all-targets -- --test-threads 2

@@ -27,6 +27,8 @@ pub struct TenantTotals {
     pub unique_listeners: u64,
     pub peak_concurrent: u64,
     pub streams: usize,
+    /// Qualifying sessions by dimension value (client, device, os, country, referrer, source).
+    pub breakdowns: BTreeMap<&'static str, BTreeMap<String, u64>>,
     #[serde(skip)]
     uniques: UniqueSketch,
     #[serde(skip)]
@@ -71,6 +73,11 @@ impl DryRunReport {
                 b += q.bot_sessions;
                 ms += q.listening_ms;
                 hour_uniques.merge(&q.uniques);
+                for ((dim, value), c) in &q.dims {
+                    if c.sessions > 0 {
+                        *t.breakdowns.entry(dim.as_str()).or_default().entry(value.clone()).or_default() += c.sessions;
+                    }
+                }
             }
             t.sessions += s;
             t.short_sessions += sh;

@@ -2,3 +2,4 @@
 //! HAProxy where the feature touches it.
 
 mod haproxy_logs;
+mod geo;
