@@ -6,7 +6,7 @@
 //! quarter, which no single session knows: the accumulator keeps that per (stream, quarter,
 //! listener) for a day of log time and counts a listener once, when they reach five minutes.
 
-use std::collections::HashMap;
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 
 use earshot_common::rollup::{DimCounts, length_bucket};
@@ -70,11 +70,11 @@ impl Accumulator {
         Accumulator {
             min_session_ms: min_session_secs as i64 * 1000,
             streams: Vec::new(),
-            stream_index: HashMap::new(),
+            stream_index: HashMap::default(),
             values: Default::default(),
             value_index: Default::default(),
-            hours: HashMap::new(),
-            aqh: HashMap::new(),
+            hours: HashMap::default(),
+            aqh: HashMap::default(),
             aqh_pruned_at: i64::MIN,
         }
     }

@@ -6,7 +6,7 @@
 //! the state blob or a log message.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::net::IpAddr;
 
 use earshot_common::time::{DAY_MS, civil_from_days};
@@ -20,6 +20,8 @@ use crate::config::AgentConfig;
 use crate::logline::{self, LineKind, LogRecord};
 use crate::route::{Route, Router};
 use crate::useragent::UaClassifier;
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Caches are cleared when they grow past this many entries, bounding memory under a flood
 /// of distinct listeners.
@@ -126,19 +128,19 @@ impl Ingestor {
             host_field: field("host"),
             hls_gap_ms: config.sessions.hls_session_gap_secs as i64 * 1000,
             acc,
-            tenants: HashMap::new(),
+            tenants: HashMap::default(),
             tenant_names: Vec::new(),
-            keyrings: HashMap::new(),
-            listeners: HashMap::new(),
-            user_agents: HashMap::new(),
-            streams: HashMap::new(),
-            open_hls: HashMap::new(),
+            keyrings: HashMap::default(),
+            listeners: HashMap::default(),
+            user_agents: HashMap::default(),
+            streams: HashMap::default(),
+            open_hls: HashMap::default(),
             expiry: BinaryHeap::new(),
             log_now_ms: i64::MIN,
             key_buf: Vec::with_capacity(512),
             lines: 0,
-            malformed: HashMap::new(),
-            by_status: HashMap::new(),
+            malformed: HashMap::default(),
+            by_status: HashMap::default(),
             month_cache: (i64::MIN, 0),
         })
     }

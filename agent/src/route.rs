@@ -32,8 +32,42 @@ impl StreamName<'_> {
 pub struct Router {
     prefix: String,
     rules: Vec<RouteRule>,
-    hls: Vec<String>,
-    ignore: Vec<String>,
+    hls: PathPatterns,
+    ignore: PathPatterns,
+}
+
+/// Path globs, sorted by shape so the common ones (`*.m3u8`, `/hls/*`, exact paths) cost a
+/// comparison or two on the hot path instead of a glob walk.
+struct PathPatterns {
+    exact: Vec<Vec<u8>>,
+    suffixes: Vec<Vec<u8>>,
+    prefixes: Vec<Vec<u8>>,
+    general: Vec<Vec<u8>>,
+}
+
+impl PathPatterns {
+    fn new(patterns: &[String]) -> PathPatterns {
+        let mut p = PathPatterns { exact: vec![], suffixes: vec![], prefixes: vec![], general: vec![] };
+        for pat in patterns {
+            let b = pat.as_bytes();
+            let stars = b.iter().filter(|&&c| c == b'*').count();
+            match stars {
+                0 => p.exact.push(b.to_vec()),
+                1 if b[0] == b'*' => p.suffixes.push(b[1..].to_vec()),
+                1 if b[b.len() - 1] == b'*' => p.prefixes.push(b[..b.len() - 1].to_vec()),
+                _ => p.general.push(b.to_vec()),
+            }
+        }
+        p
+    }
+
+    #[inline]
+    fn matches(&self, path: &[u8]) -> bool {
+        self.suffixes.iter().any(|s| path.ends_with(s))
+            || self.prefixes.iter().any(|s| path.starts_with(s))
+            || self.exact.iter().any(|s| s == path)
+            || self.general.iter().any(|g| glob(g, path))
+    }
 }
 
 impl Router {
@@ -41,8 +75,8 @@ impl Router {
         Router {
             prefix: routing.backend_prefix.clone(),
             rules: routing.rules.clone(),
-            hls: sessions.hls_path_patterns.clone(),
-            ignore: sessions.ignore_path_patterns.clone(),
+            hls: PathPatterns::new(&sessions.hls_path_patterns),
+            ignore: PathPatterns::new(&sessions.ignore_path_patterns),
         }
     }
 
@@ -54,7 +88,7 @@ impl Router {
     /// `backend` as logged; `path` without query; `host` when known.
     pub fn route<'a>(&'a self, backend: &'a str, path: &'a [u8], host: Option<&[u8]>) -> Route<'a> {
         let default_tenant = backend.strip_prefix(self.prefix.as_str()).unwrap_or(backend);
-        let protocol = if self.hls.iter().any(|p| glob(p.as_bytes(), path)) {
+        let protocol = if self.hls.matches(path) {
             Protocol::Hls
         } else {
             Protocol::Icecast
@@ -76,7 +110,7 @@ impl Router {
                 return Route::Stream { tenant, stream, protocol };
             }
         }
-        if self.ignore.iter().any(|p| glob(p.as_bytes(), path)) || !valid_tenant(default_tenant) {
+        if self.ignore.matches(path) || !valid_tenant(default_tenant) {
             return Route::Ignored { tenant: default_tenant };
         }
         Route::Stream { tenant: default_tenant, stream: default_stream, protocol }

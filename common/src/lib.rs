@@ -4,6 +4,8 @@
 
 pub mod listener;
 pub mod rollup;
+#[cfg(test)]
+mod rollup_props;
 pub mod sketch;
 pub mod time;
 pub mod wire;
