@@ -1,1 +1,252 @@
-fn main() {}
+//! `earshot-collector`: the process around the library — command line, signals, listeners.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use earshot_collector::config::{self, CollectorConfig};
+use earshot_collector::init::{self, InitOptions};
+use earshot_collector::link::{LinkServer, LiveBoard};
+use earshot_collector::store::Store;
+use earshot_collector::tls;
+use tokio_util::sync::CancellationToken;
+
+/// How often rollups past `retention_days` are deleted.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+#[derive(Parser)]
+#[command(
+    name = "earshot-collector",
+    version,
+    about = "Merges earshot agents' listener statistics exactly once and serves them over HTTP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the collector: the QUIC endpoint for agents and the HTTP API, until SIGTERM/SIGINT.
+    Run {
+        /// The collector's config file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Makes a ready-to-run deployment in a directory: collector.toml, a self-signed
+    /// certificate, an agent's token and agent.toml, the identity secret and an admin token.
+    Init {
+        /// Where the files go (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// UDP address the collector listens on for agents.
+        #[arg(long, default_value = "127.0.0.1:4433")]
+        quic_listen: SocketAddr,
+        /// TCP address of the HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http_listen: SocketAddr,
+        /// Id of the first agent (its token goes to DIR/NAME.token).
+        #[arg(long, default_value = "agent-1")]
+        agent: String,
+        /// Overwrite files that already exist (their old keys and tokens stop working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Makes a token for a new agent and prints the config blocks for both sides. The
+    /// collector's config file is not changed: add the printed [[agents]] block yourself.
+    EnrollAgent {
+        /// The collector's config file (for the certificate fingerprint and address).
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The new agent's id.
+        name: String,
+        /// Tenants the agent may report for, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        tenants: Vec<String>,
+        /// Write the token to this file (0600) instead of printing it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("earshot-collector: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
+            runtime.block_on(run(&config))
+        }
+        Command::Init {
+            dir,
+            quic_listen,
+            http_listen,
+            agent,
+            force,
+        } => {
+            let made = init::init(&InitOptions {
+                dir,
+                quic_listen,
+                http_listen,
+                agent,
+                force,
+            })?;
+            print!("{}", made.next_steps());
+            Ok(())
+        }
+        Command::EnrollAgent {
+            config,
+            name,
+            tenants,
+            token_file,
+        } => {
+            let e = init::enroll_agent(&config, &name, &tenants, token_file.as_deref())?;
+            match &token_file {
+                Some(path) => println!(
+                    "# The token of {name} is in {} (0600); copy it to the agent host.",
+                    path.display()
+                ),
+                None => println!(
+                    "# The token of {name} (shown once; store it on the agent host, mode 0600, at the\n\
+                     # token_file path below):\n{}\n",
+                    e.token
+                ),
+            }
+            println!("# For the agent's agent.toml:\n{}", e.agent_block);
+            println!(
+                "# To add to {} (then restart the collector):\n{}",
+                config.display(),
+                e.collector_block
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run(config_path: &Path) -> Result<()> {
+    let config = CollectorConfig::load(config_path)?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    let db = config.database_path();
+    let store =
+        Store::open(&db).with_context(|| format!("cannot open the store {}", db.display()))?;
+
+    let certs = tls::load_certs(&config.quic.cert_file).context("quic.cert_file")?;
+    let fingerprint = tls::fingerprint(&certs[0]);
+    let key = tls::load_key(&config.quic.key_file).context("quic.key_file")?;
+    let crypto = tls::server_crypto(certs, key)?;
+    let live = Arc::new(LiveBoard::default());
+    let link = LinkServer::bind(
+        config.quic.listen,
+        crypto,
+        &config.agents,
+        store.clone(),
+        live,
+    )?;
+    let quic_addr = link.local_addr();
+
+    let http = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+    let http_addr = http.local_addr()?;
+    let app = earshot_collector::api::router(store.clone(), Arc::new(config.api_config()));
+
+    let shutdown = CancellationToken::new();
+    let mut quic_task = tokio::spawn(link.serve(shutdown.clone()));
+    let mut http_task = tokio::spawn(
+        axum::serve(http, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    let prune_task = tokio::spawn(prune_loop(
+        store.clone(),
+        config.retention_days,
+        shutdown.clone(),
+    ));
+    tracing::info!(
+        quic = %quic_addr,
+        http = %http_addr,
+        %fingerprint,
+        agents = config.agents.len(),
+        store = %db.display(),
+        "collector ready"
+    );
+
+    let stopped_early = tokio::select! {
+        signal = stop_signal() => {
+            tracing::info!("{}: stopping (finishing merges in flight)", signal?);
+            None
+        }
+        r = &mut quic_task => Some(format!("the QUIC endpoint stopped: {r:?}")),
+        r = &mut http_task => Some(format!("the HTTP server stopped: {r:?}")),
+    };
+    shutdown.cancel();
+    if !quic_task.is_finished() {
+        let _ = quic_task.await;
+    }
+    if !http_task.is_finished() {
+        let _ = http_task.await;
+    }
+    let _ = prune_task.await;
+    match stopped_early {
+        Some(why) => anyhow::bail!(why),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn stop_signal() -> Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// Deletes rollups older than the retention, at start and then hourly.
+async fn prune_loop(store: Store, retention_days: u32, shutdown: CancellationToken) {
+    loop {
+        let cutoff =
+            jiff::Timestamp::now().as_millisecond() - i64::from(retention_days) * 86_400_000;
+        let store2 = store.clone();
+        match tokio::task::spawn_blocking(move || store2.prune(cutoff)).await {
+            Ok(Ok(())) => tracing::debug!(retention_days, "old rollups pruned"),
+            Ok(Err(e)) => tracing::warn!("cannot prune old rollups: {e}"),
+            Err(e) => tracing::warn!("prune task failed: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

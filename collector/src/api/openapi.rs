@@ -1,0 +1,290 @@
+//! The OpenAPI 3.0 description served at `/api/v1/openapi.json`, written by hand so that it
+//! says what the handlers in `mod.rs` do (the API tests check that every served path is in
+//! it).
+
+use serde_json::{Value, json};
+
+fn param_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/parameters/{name}")})
+}
+
+fn errors(codes: &[u16]) -> serde_json::Map<String, Value> {
+    codes
+        .iter()
+        .map(|c| {
+            (
+                c.to_string(),
+                json!({"$ref": format!("#/components/responses/E{c}")}),
+            )
+        })
+        .collect()
+}
+
+/// A streaming endpoint: the common parameters, `extra` ones, a 200 schema and the errors.
+fn streaming_op(summary: &str, description: &str, extra: &[&str], ok_schema: &str) -> Value {
+    let mut params = vec![
+        param_ref("Tenant"),
+        param_ref("From"),
+        param_ref("To"),
+        param_ref("Stream"),
+    ];
+    params.extend(extra.iter().map(|p| param_ref(p)));
+    let mut responses = errors(&[400, 401, 403, 404, 500]);
+    responses.insert(
+        "200".into(),
+        json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{ok_schema}")}}}}),
+    );
+    json!({"get": {"summary": summary, "description": description, "parameters": params, "responses": responses}})
+}
+
+fn num(description: &str) -> Value {
+    json!({"type": "number", "format": "double", "description": description})
+}
+
+fn int(description: &str) -> Value {
+    json!({"type": "integer", "format": "int64", "minimum": 0, "description": description})
+}
+
+fn metric_properties() -> serde_json::Map<String, Value> {
+    let mut p = serde_json::Map::new();
+    p.insert(
+        "sessions".into(),
+        int("Qualifying sessions that started in the range."),
+    );
+    p.insert(
+        "short_sessions".into(),
+        int("Sessions shorter than min_session (not bots) that started in the range."),
+    );
+    p.insert(
+        "bot_sessions".into(),
+        int("Sessions from bot User-Agents that started in the range."),
+    );
+    p.insert(
+        "active_sessions".into(),
+        int("Qualifying sessions overlapping the range: starts in the range plus sessions running at its first instant."),
+    );
+    p.insert(
+        "listening_seconds".into(),
+        num("Qualifying session time clipped to the range."),
+    );
+    p.insert(
+        "tlh".into(),
+        num("Total listening hours: listening_seconds / 3600."),
+    );
+    p.insert(
+        "unique_listeners".into(),
+        int("Distinct listeners with a qualifying session overlapping the range (cume), from sketches."),
+    );
+    p.insert(
+        "unique_listeners_exact_across_epochs".into(),
+        json!({"type": "boolean", "description": "False when the range crosses a calendar-month boundary (UTC): listener identities change per month, so a listener of both months counts twice."}),
+    );
+    p.insert("peak_concurrent".into(), int("Highest number of concurrent listeners in any minute of the range (summed over the selected streams)."));
+    p.insert(
+        "peak_at".into(),
+        json!({"type": "string", "format": "date-time", "nullable": true, "description": "The first minute of the peak (RFC 3339, UTC); null when nobody listened."}),
+    );
+    p.insert(
+        "average_listeners".into(),
+        num("Average active sessions (AAS): listening_seconds / seconds in the range."),
+    );
+    p.insert(
+        "tsl_seconds".into(),
+        num("Time spent listening: listening_seconds / unique_listeners (0 without listeners)."),
+    );
+    p.insert(
+        "aqh".into(),
+        num("Average quarter-hour audience: mean over the range's quarter-hours of the listeners who listened at least 5 minutes in it (quarters without anyone count as 0)."),
+    );
+    p
+}
+
+fn header_properties() -> serde_json::Map<String, Value> {
+    let mut p = serde_json::Map::new();
+    p.insert("tenant".into(), json!({"type": "string"}));
+    p.insert("stream".into(), json!({"type": "string", "nullable": true, "description": "The stream filter; null for all streams."}));
+    p.insert("from".into(), json!({"type": "string", "format": "date-time", "description": "Effective start: `from` aligned down to the quarter-hour, RFC 3339 UTC."}));
+    p.insert("to".into(), json!({"type": "string", "format": "date-time", "description": "Effective end (exclusive): `to` aligned up to the quarter-hour, RFC 3339 UTC."}));
+    p
+}
+
+fn object(props: serde_json::Map<String, Value>) -> Value {
+    let required: Vec<&String> = props.keys().collect();
+    json!({"type": "object", "required": required, "properties": props})
+}
+
+fn with(mut base: serde_json::Map<String, Value>, extra: Value) -> Value {
+    if let Value::Object(e) = extra {
+        base.extend(e);
+    }
+    object(base)
+}
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+pub fn document() -> Value {
+    let metrics = object(metric_properties());
+    let mut summary = header_properties();
+    summary.extend(metric_properties());
+    let mut ts_row = metric_properties();
+    ts_row.insert("from".into(), json!({"type": "string", "format": "date-time", "description": "Bucket start, clipped to the range."}));
+    ts_row.insert("to".into(), json!({"type": "string", "format": "date-time", "description": "Bucket end (exclusive), clipped to the range."}));
+    for (k, v) in ts_row.iter_mut() {
+        if !["from", "to", "peak_concurrent", "peak_at"].contains(&k.as_str()) {
+            v["nullable"] = json!(true);
+        }
+    }
+    let breakdown_row = json!({
+        "type": "object",
+        "required": ["value", "sessions", "listening_seconds", "unique_listeners", "share"],
+        "properties": {
+            "value": {"type": "string"},
+            "sessions": int("Qualifying sessions that started in the range with this value."),
+            "listening_seconds": num("Listening time of those sessions, clipped to the range."),
+            "unique_listeners": int("Distinct listeners with this value. For stream/protocol per quarter-hour; for the session attributes from per-hour sketches, i.e. over the whole UTC hours that overlap the range."),
+            "share": num("sessions / sessions of all rows (0 to 1)."),
+            "short_sessions": int("stream and protocol only."),
+            "bot_sessions": int("stream and protocol only."),
+            "active_sessions": int("stream and protocol only."),
+            "tlh": num("stream and protocol only."),
+            "average_listeners": num("stream and protocol only."),
+            "tsl_seconds": num("stream and protocol only."),
+            "aqh": num("stream and protocol only."),
+            "peak_concurrent": int("stream only (concurrency is kept per stream)."),
+            "peak_at": {"type": "string", "format": "date-time", "nullable": true, "description": "stream only."}
+        }
+    });
+
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "earshot collector API",
+            "version": "1",
+            "description": "Audience metrics of audio streams (Icecast, HLS) per tenant, answered from pre-aggregated rollups: quarter-hours, minutes for concurrency, whole UTC days for long ranges. Times are RFC 3339 in (any offset) and RFC 3339 UTC out. Ranges are half-open [from, to), aligned outwards to the quarter-hour, and at most max_range_days long (400 unless configured). Every count is of qualifying sessions (at least min_session long, not a bot) unless named otherwise. Errors are JSON: {\"error\": {\"status\": 400, \"message\": \"...\"}}."
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}],
+        "paths": {
+            "/healthz": {"get": {
+                "summary": "Readiness",
+                "description": "200 when the store answers a query, 503 otherwise. No authentication.",
+                "security": [],
+                "responses": {
+                    "200": {"description": "Ready", "content": {"application/json": {"schema": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}},
+                    "503": error_response("The store does not answer.")
+                }
+            }},
+            "/api/v1/openapi.json": {"get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.0 document", "content": {"application/json": {"schema": {"type": "object"}}}}}
+            }},
+            "/api/v1/tenants": {"get": {
+                "summary": "Tenants the token may read",
+                "description": "Tenants with data, tenants named in the configuration, and tenants named in the token's scope, restricted to the token's scope (all of them for an admin token).",
+                "responses": {
+                    "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Tenants"}}}},
+                    "401": {"$ref": "#/components/responses/E401"},
+                    "500": {"$ref": "#/components/responses/E500"}
+                }
+            }},
+            "/api/v1/tenants/{tenant}/streaming/summary": streaming_op(
+                "Every metric over the range",
+                "active_sessions adds the sessions still running at the first quarter-hour of the range. peak_concurrent is the highest per-minute sum over the selected streams.",
+                &[],
+                "Summary"
+            ),
+            "/api/v1/tenants/{tenant}/streaming/timeseries": streaming_op(
+                "The metrics per bucket",
+                "One row per bucket of `granularity`, each bucket clipped to the range, with the metrics of that bucket alone (active_sessions and aqh per bucket). Hour, day, week and month buckets follow the time zone (`tz`, else the tenant's configured zone, else UTC); weeks start on Monday; local days may be 23 or 25 hours long. At most 10080 rows (minute granularity over at most 7 days), else 400. Minute rows carry only peak_concurrent and peak_at (the listeners of that minute); the other metrics are kept per quarter-hour and are null there.",
+                &["Granularity", "Tz"],
+                "Timeseries"
+            ),
+            "/api/v1/tenants/{tenant}/streaming/by-hour": streaming_op(
+                "The metrics by local hour of day",
+                "24 rows, local hours 0-23 in the time zone (`tz`, else the tenant's, else UTC), over the days of the range. active_sessions sums, over the days, the sessions overlapping that hour; unique_listeners counts distinct listeners active in that hour on any day. Half-hour and 45-minute zones are exact: data is kept per quarter-hour.",
+                &["Tz"],
+                "ByHour"
+            ),
+            "/api/v1/tenants/{tenant}/streaming/session-lengths": streaming_op(
+                "Qualifying sessions by length",
+                "13 buckets with edges 1, 5, 10, 15, 30 minutes, 1, 2, 3, 4, 6, 8, 12, 18 hours; the last is open (max_seconds null). Sessions are counted in the range they started in. Short sessions are reported on their own.",
+                &[],
+                "SessionLengths"
+            ),
+            "/api/v1/tenants/{tenant}/streaming/by/{dimension}": streaming_op(
+                "A breakdown by one dimension",
+                "Rows sorted by sessions, highest first (ties by value). stream and protocol come from the rollup keys and carry the summary's metrics (peak_concurrent only for stream). client, device, os, country, referrer and source come from per-quarter-hour counters; their unique_listeners come from per-hour sketches (whole UTC hours overlapping the range). An unknown dimension is a 404.",
+                &["Dimension"],
+                "Breakdown"
+            )
+        },
+        "components": {
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API token; the collector keeps only its SHA-256. A token reads the tenants of its scope, or all with the admin scope."}},
+            "parameters": {
+                "Tenant": {"name": "tenant", "in": "path", "required": true, "schema": {"type": "string"}},
+                "Dimension": {"name": "dimension", "in": "path", "required": true, "schema": {"type": "string", "enum": ["stream", "protocol", "client", "device", "os", "country", "referrer", "source"]}},
+                "From": {"name": "from", "in": "query", "required": true, "description": "Start, RFC 3339 with an offset (2026-11-28T00:00:00Z, 2026-11-28T05:30:00+05:30); aligned down to the quarter-hour.", "schema": {"type": "string", "format": "date-time"}},
+                "To": {"name": "to", "in": "query", "required": true, "description": "End (exclusive), RFC 3339 with an offset; aligned up to the quarter-hour. Must be after `from`.", "schema": {"type": "string", "format": "date-time"}},
+                "Stream": {"name": "stream", "in": "query", "required": false, "description": "Only this stream (mount path or HLS stream); all streams when absent.", "schema": {"type": "string"}},
+                "Granularity": {"name": "granularity", "in": "query", "required": false, "schema": {"type": "string", "enum": ["minute", "hour", "day", "week", "month"], "default": "day"}},
+                "Tz": {"name": "tz", "in": "query", "required": false, "description": "Time zone: an IANA name (Europe/Paris), UTC, Z, or a fixed offset (+05:30, -0300). Default: the tenant's configured zone, else UTC.", "schema": {"type": "string"}}
+            },
+            "responses": {
+                "E400": error_response("Bad request: a missing or malformed time (the message names the parameter and the expected format), from not before to, a range over max_range_days, an unknown granularity or time zone, too many rows, or an unknown parameter."),
+                "E401": {
+                    "description": "No token, or an unknown one.",
+                    "headers": {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}},
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+                },
+                "E403": error_response("The token's scope does not hold the tenant."),
+                "E404": error_response("Unknown route or unknown dimension."),
+                "E500": error_response("The store failed.")
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["status", "message"], "properties": {"status": {"type": "integer"}, "message": {"type": "string"}}}}},
+                "Tenants": {"type": "object", "required": ["tenants"], "properties": {"tenants": {"type": "array", "items": {"type": "string"}}}},
+                "Metrics": metrics,
+                "Summary": object(summary),
+                "TimeseriesRow": object(ts_row),
+                "Timeseries": with(header_properties(), json!({
+                    "granularity": {"type": "string", "enum": ["minute", "hour", "day", "week", "month"]},
+                    "tz": {"type": "string", "description": "The time zone of the buckets, as given or configured."},
+                    "rows": {"type": "array", "items": {"$ref": "#/components/schemas/TimeseriesRow"}}
+                })),
+                "HourOfDay": {"type": "object", "required": ["hour", "listening_seconds", "active_sessions", "unique_listeners", "sessions_started", "sessions_completed"], "properties": {
+                    "hour": {"type": "integer", "minimum": 0, "maximum": 23},
+                    "listening_seconds": num("Summed over the days."),
+                    "active_sessions": int("Sessions overlapping that hour, summed over the days."),
+                    "unique_listeners": int("Distinct listeners active in that hour on any day of the range."),
+                    "sessions_started": int("Qualifying sessions that started in that hour."),
+                    "sessions_completed": int("Qualifying sessions that ended in that hour.")
+                }},
+                "ByHour": with(header_properties(), json!({
+                    "tz": {"type": "string"},
+                    "unique_listeners_exact_across_epochs": {"type": "boolean"},
+                    "rows": {"type": "array", "minItems": 24, "maxItems": 24, "items": {"$ref": "#/components/schemas/HourOfDay"}}
+                })),
+                "LengthBucket": {"type": "object", "required": ["min_seconds", "max_seconds", "sessions"], "properties": {
+                    "min_seconds": {"type": "integer"},
+                    "max_seconds": {"type": "integer", "nullable": true, "description": "Exclusive; null for the last bucket."},
+                    "sessions": {"type": "integer"}
+                }},
+                "SessionLengths": with(header_properties(), json!({
+                    "sessions": int("Qualifying sessions started in the range (the sum of the rows)."),
+                    "short_sessions": int("Sessions shorter than min_session, not in the rows."),
+                    "rows": {"type": "array", "minItems": 13, "maxItems": 13, "items": {"$ref": "#/components/schemas/LengthBucket"}}
+                })),
+                "BreakdownRow": breakdown_row,
+                "Breakdown": with(header_properties(), json!({
+                    "dimension": {"type": "string"},
+                    "unique_listeners_exact_across_epochs": {"type": "boolean"},
+                    "unique_listeners_resolution": {"type": "string", "enum": ["quarter", "hour"], "description": "hour for the session attributes (client … source)."},
+                    "rows": {"type": "array", "items": {"$ref": "#/components/schemas/BreakdownRow"}}
+                }))
+            }
+        }
+    })
+}
