@@ -82,9 +82,12 @@ pub struct Ingestor {
     tenants: HashMap<Box<str>, u32>,
     tenant_names: Vec<Box<str>>,
     keyrings: HashMap<(u32, i64), ListenerKeyring>,
-    listeners: HashMap<Box<[u8]>, ListenerInfo>,
+    /// Keyed by a 128-bit fast hash of (tenant, month, address, User-Agent): one probe into
+    /// the table and no raw address kept, even in memory.
+    listeners: std::collections::HashMap<u128, ListenerInfo, BuildPassThrough>,
     user_agents: HashMap<Box<[u8]>, UaInfoIds>,
-    streams: HashMap<Box<[u8]>, StreamId>,
+    /// "tenant\0stream" → ids.
+    streams: HashMap<Box<[u8]>, (u32, StreamId)>,
     open_hls: HashMap<(StreamId, ListenerId), OpenHls>,
     expiry: BinaryHeap<Reverse<(i64, StreamId, ListenerId)>>,
     log_now_ms: i64,
@@ -131,7 +134,7 @@ impl Ingestor {
             tenants: HashMap::default(),
             tenant_names: Vec::new(),
             keyrings: HashMap::default(),
-            listeners: HashMap::default(),
+            listeners: std::collections::HashMap::with_hasher(BuildPassThrough),
             user_agents: HashMap::default(),
             streams: HashMap::default(),
             open_hls: HashMap::default(),
@@ -191,8 +194,15 @@ impl Ingestor {
                 return;
             }
             Route::Stream { tenant, stream, protocol } => {
-                let t = intern_tenant(&mut self.tenants, &mut self.tenant_names, tenant);
-                let s = intern_stream(&mut self.streams, &mut self.acc, &mut self.key_buf, tenant, stream.as_bytes(), protocol);
+                let (t, s) = intern_stream(
+                    &mut self.streams,
+                    &mut self.acc,
+                    (&mut self.tenants, &mut self.tenant_names),
+                    &mut self.key_buf,
+                    tenant,
+                    stream.as_bytes(),
+                    protocol,
+                );
                 (t, s, protocol)
             }
         };
@@ -333,13 +343,13 @@ impl Ingestor {
             IpAddr::V6(v6) => self.key_buf.extend_from_slice(&v6.octets()),
         }
         self.key_buf.extend_from_slice(ua_raw);
-        if let Some(info) = self.listeners.get(self.key_buf.as_slice()) {
+        let key = cache_key(&self.key_buf);
+        if let Some(info) = self.listeners.get(&key) {
             return Some(*info);
         }
         if self.listeners.len() >= MAX_CACHED_LISTENERS {
             self.listeners.clear();
         }
-        let key: Box<[u8]> = self.key_buf.as_slice().into();
         let ua = logline::unescape(ua_raw);
         let ua_ids = self.user_agent(ua_raw, &ua);
         let keyring = self.keyrings.entry((tenant, month)).or_insert_with(|| {
@@ -436,8 +446,15 @@ impl Ingestor {
         self.log_now_ms = state.log_now_ms;
         self.acc.restore_aqh(state.aqh);
         for s in state.open {
-            let sid = intern_stream(&mut self.streams, &mut self.acc, &mut self.key_buf, &s.tenant, s.stream.as_bytes(), Protocol::Hls);
-            intern_tenant(&mut self.tenants, &mut self.tenant_names, &s.tenant);
+            let (_, sid) = intern_stream(
+                &mut self.streams,
+                &mut self.acc,
+                (&mut self.tenants, &mut self.tenant_names),
+                &mut self.key_buf,
+                &s.tenant,
+                s.stream.as_bytes(),
+                Protocol::Hls,
+            );
             let dims = Dimension::ALL.map(|d| self.acc.value_id(d, &s.dims[d as usize]));
             self.open_hls.insert((sid, s.listener), OpenHls { start_ms: s.start_ms, end_ms: s.end_ms, dims, bot: s.bot });
             self.expiry.push(Reverse((s.end_ms + self.hls_gap_ms, sid, s.listener)));
@@ -448,12 +465,49 @@ impl Ingestor {
     fn stream_name(&self, sid: StreamId) -> String {
         self.streams
             .iter()
-            .find(|(_, v)| **v == sid)
+            .find(|(_, v)| v.1 == sid)
             .map(|(k, _)| {
                 let sep = k.iter().position(|&b| b == 0).unwrap_or(0);
                 String::from_utf8_lossy(&k[sep + 1..]).into_owned()
             })
             .unwrap_or_default()
+    }
+}
+
+/// Two independently seeded 64-bit hashes: a collision between two listeners in the cache
+/// (which would merge them) has a chance of about n²/2¹²⁹.
+fn cache_key(bytes: &[u8]) -> u128 {
+    use std::hash::BuildHasher;
+    let a = foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15).hash_one(bytes);
+    let b = foldhash::fast::FixedState::with_seed(0xc2b2_ae3d_27d4_eb4f).hash_one(bytes);
+    (u128::from(a) << 64) | u128::from(b)
+}
+
+/// The cache keys are hashes already: use their low bits as the table's hash.
+#[derive(Clone, Copy, Default)]
+pub struct BuildPassThrough;
+
+#[derive(Default)]
+pub struct PassThrough(u64);
+
+impl std::hash::BuildHasher for BuildPassThrough {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64;
     }
 }
 
@@ -468,23 +522,25 @@ fn intern_tenant(tenants: &mut HashMap<Box<str>, u32>, names: &mut Vec<Box<str>>
 }
 
 fn intern_stream(
-    streams: &mut HashMap<Box<[u8]>, StreamId>,
+    streams: &mut HashMap<Box<[u8]>, (u32, StreamId)>,
     acc: &mut Accumulator,
+    tenants: (&mut HashMap<Box<str>, u32>, &mut Vec<Box<str>>),
     key_buf: &mut Vec<u8>,
     tenant: &str,
     stream: &[u8],
     protocol: Protocol,
-) -> StreamId {
+) -> (u32, StreamId) {
     key_buf.clear();
     key_buf.extend_from_slice(tenant.as_bytes());
     key_buf.push(0);
     key_buf.extend_from_slice(stream);
-    if let Some(&id) = streams.get(key_buf.as_slice()) {
-        return id;
+    if let Some(&ids) = streams.get(key_buf.as_slice()) {
+        return ids;
     }
+    let t = intern_tenant(tenants.0, tenants.1, tenant);
     let id = acc.stream_id(tenant, &String::from_utf8_lossy(stream), protocol);
-    streams.insert(key_buf.as_slice().into(), id);
-    id
+    streams.insert(key_buf.as_slice().into(), (t, id));
+    (t, id)
 }
 
 #[derive(Serialize, Deserialize)]

@@ -40,6 +40,8 @@ pub struct Router {
 /// comparison or two on the hot path instead of a glob walk.
 struct PathPatterns {
     exact: Vec<Vec<u8>>,
+    /// `*.ext` patterns, as the extension (without the dot).
+    extensions: Vec<Vec<u8>>,
     suffixes: Vec<Vec<u8>>,
     prefixes: Vec<Vec<u8>>,
     general: Vec<Vec<u8>>,
@@ -47,12 +49,16 @@ struct PathPatterns {
 
 impl PathPatterns {
     fn new(patterns: &[String]) -> PathPatterns {
-        let mut p = PathPatterns { exact: vec![], suffixes: vec![], prefixes: vec![], general: vec![] };
+        let mut p =
+            PathPatterns { exact: vec![], extensions: vec![], suffixes: vec![], prefixes: vec![], general: vec![] };
         for pat in patterns {
             let b = pat.as_bytes();
             let stars = b.iter().filter(|&&c| c == b'*').count();
             match stars {
                 0 => p.exact.push(b.to_vec()),
+                1 if b.starts_with(b"*.") && !b[2..].contains(&b'.') && !b.contains(&b'/') => {
+                    p.extensions.push(b[2..].to_vec())
+                }
                 1 if b[0] == b'*' => p.suffixes.push(b[1..].to_vec()),
                 1 if b[b.len() - 1] == b'*' => p.prefixes.push(b[..b.len() - 1].to_vec()),
                 _ => p.general.push(b.to_vec()),
@@ -62,7 +68,12 @@ impl PathPatterns {
     }
 
     #[inline]
-    fn matches(&self, path: &[u8]) -> bool {
+    fn matches(&self, path: &[u8], extension: Option<&[u8]>) -> bool {
+        if let Some(ext) = extension
+            && self.extensions.iter().any(|e| e.len() == ext.len() && e == ext)
+        {
+            return true;
+        }
         self.suffixes.iter().any(|s| path.ends_with(s))
             || self.prefixes.iter().any(|s| path.starts_with(s))
             || self.exact.iter().any(|s| s == path)
@@ -88,7 +99,8 @@ impl Router {
     /// `backend` as logged; `path` without query; `host` when known.
     pub fn route<'a>(&'a self, backend: &'a str, path: &'a [u8], host: Option<&[u8]>) -> Route<'a> {
         let default_tenant = backend.strip_prefix(self.prefix.as_str()).unwrap_or(backend);
-        let protocol = if self.hls.matches(path) {
+        let ext = extension(path);
+        let protocol = if self.hls.matches(path, ext) {
             Protocol::Hls
         } else {
             Protocol::Icecast
@@ -110,7 +122,7 @@ impl Router {
                 return Route::Stream { tenant, stream, protocol };
             }
         }
-        if self.ignore.matches(path) || !valid_tenant(default_tenant) {
+        if self.ignore.matches(path, ext) || !valid_tenant(default_tenant) {
             return Route::Ignored { tenant: default_tenant };
         }
         Route::Stream { tenant: default_tenant, stream: default_stream, protocol }
@@ -143,6 +155,13 @@ fn strip_port(host: &[u8]) -> &[u8] {
         Some(i) if !host.contains(&b']') || host[..i].ends_with(b"]") => &host[..i],
         _ => host,
     }
+}
+
+/// The extension of a path's last segment ("aac" of "/hls/r1/seg_9.aac").
+fn extension(path: &[u8]) -> Option<&[u8]> {
+    let dot = memchr::memrchr(b'.', path)?;
+    let ext = &path[dot + 1..];
+    (!ext.contains(&b'/')).then_some(ext)
 }
 
 /// The directory part of a path: "/hls/radio1/seg_9.aac" → "/hls/radio1"; "/x.m3u8" → "/".
