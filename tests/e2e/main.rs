@@ -3,3 +3,6 @@
 
 mod haproxy_logs;
 mod geo;
+mod live_haproxy;
+mod live_icecast;
+mod ground_truth;
