@@ -14,3 +14,4 @@ pub mod report;
 pub mod route;
 pub mod daemon;
 pub mod follow;
+pub mod live;

@@ -57,6 +57,9 @@ pub struct InitOptions {
     pub quic_listen: SocketAddr,
     pub http_listen: SocketAddr,
     pub agent: String,
+    /// Agents to make: the first is `agent` (config `agent.toml`); more are `agent-2`, … with
+    /// `agent-2.toml`, …, each with its own token and state directory.
+    pub agents: u32,
     pub force: bool,
 }
 
@@ -163,21 +166,21 @@ pub fn init(options: &InitOptions) -> Result<Deployment, InitError> {
         path("collector.crt"),
         path("collector.key"),
     );
-    let agent_token = path(&format!("{}.token", options.agent));
-    let (identity, admin_token, agent_toml) = (
-        path("identity.secret"),
-        path("admin.token"),
-        path("agent.toml"),
-    );
-    let all = [
-        &collector_toml,
-        &cert,
-        &key,
-        &agent_token,
-        &identity,
-        &admin_token,
-        &agent_toml,
-    ];
+    let mut agents = vec![(options.agent.clone(), "agent.toml".to_string(), "agent-state".to_string())];
+    for i in 2..=options.agents.max(1) {
+        agents.push((format!("agent-{i}"), format!("agent-{i}.toml"), format!("agent-{i}-state")));
+    }
+    for (name, _, _) in &agents[1..] {
+        if *name == options.agent {
+            return Err(InitError::Invalid(format!("agent name {name:?} is also an extra agent's name")));
+        }
+    }
+    let (identity, admin_token) = (path("identity.secret"), path("admin.token"));
+    let mut all = vec![collector_toml.clone(), cert.clone(), key.clone(), identity.clone(), admin_token.clone()];
+    for (name, config, _) in &agents {
+        all.push(path(&format!("{name}.token")));
+        all.push(path(config));
+    }
     if !options.force {
         let existing: Vec<PathBuf> = all
             .iter()
@@ -191,10 +194,13 @@ pub fn init(options: &InitOptions) -> Result<Deployment, InitError> {
 
     let certificate = tls::self_signed(&tls::default_names(options.quic_listen))?;
     let fingerprint = certificate.fingerprint();
-    let (agent_secret, admin_secret) = (new_secret(), new_secret());
+    let admin_secret = new_secret();
+    let agent_secrets: Vec<String> = agents.iter().map(|_| new_secret()).collect();
     let force = options.force;
     tls::write_cert_and_key(&certificate, &cert, &key, force)?;
-    tls::write_private(&agent_token, format!("{agent_secret}\n").as_bytes(), force)?;
+    for ((name, _, _), secret) in agents.iter().zip(&agent_secrets) {
+        tls::write_private(&path(&format!("{name}.token")), format!("{secret}\n").as_bytes(), force)?;
+    }
     tls::write_private(&admin_token, format!("{admin_secret}\n").as_bytes(), force)?;
     tls::write_private(&identity, format!("{}\n", new_secret()).as_bytes(), force)?;
 
@@ -225,7 +231,12 @@ pub fn init(options: &InitOptions) -> Result<Deployment, InitError> {
         cert = toml_path(&cert),
         key = toml_path(&key),
         http = toml_str(&options.http_listen.to_string()),
-        agent_block = agents_block(&options.agent, &agent_secret, &[ANY_TENANT.to_string()]),
+        agent_block = agents
+            .iter()
+            .zip(&agent_secrets)
+            .map(|((name, _, _), secret)| agents_block(name, secret, &[ANY_TENANT.to_string()]))
+            .collect::<Vec<_>>()
+            .join("\n"),
         admin_path = admin_token.display(),
         admin_hash = Sha256Digest::of(admin_secret.as_bytes()),
     );
@@ -233,28 +244,31 @@ pub fn init(options: &InitOptions) -> Result<Deployment, InitError> {
     CollectorConfig::parse(&collector_text, &collector_toml)?;
     tls::write_file(&collector_toml, collector_text.as_bytes(), 0o640, force)?;
 
-    let agent_text = format!(
-        "# earshot agent, made by `earshot-collector init`. Keys not written here take their\n\
-         # defaults (see the agent.toml example shipped with the package).\n\
-         state_dir = {state_dir}\n\
-         secret_file = {identity}\n\
-         \n\
-         [inputs]\n\
-         # HAProxy log files to follow, e.g. [\"/var/log/haproxy.log\"]\n\
-         files = []\n\
-         \n\
-         {collector_block}",
-        state_dir = toml_path(&path("agent-state")),
-        identity = toml_path(&identity),
-        collector_block = collector_block(
-            &agent_address(options.quic_listen),
-            Some("localhost"),
-            &fingerprint,
-            &options.agent,
-            &agent_token
-        ),
-    );
-    tls::write_file(&agent_toml, agent_text.as_bytes(), 0o640, force)?;
+    for (name, config, state) in &agents {
+        let agent_text = format!(
+            "# earshot agent, made by `earshot-collector init`. Keys not written here take their\n\
+             # defaults (see the agent.toml example shipped with the package).\n\
+             state_dir = {state_dir}\n\
+             secret_file = {identity}\n\
+             \n\
+             [inputs]\n\
+             # HAProxy log files to follow, e.g. [\"/var/log/haproxy.log\"]\n\
+             files = []\n\
+             \n\
+             {collector_block}",
+            state_dir = toml_path(&path(state)),
+            identity = toml_path(&identity),
+            collector_block = collector_block(
+                &agent_address(options.quic_listen),
+                Some("localhost"),
+                &fingerprint,
+                name,
+                &path(&format!("{name}.token")),
+            ),
+        );
+        tls::write_file(&path(config), agent_text.as_bytes(), 0o640, force)?;
+    }
+    let agent_toml = path("agent.toml");
 
     Ok(Deployment {
         dir,
@@ -396,6 +410,7 @@ mod tests {
             quic_listen: "127.0.0.1:4433".parse().unwrap(),
             http_listen: "127.0.0.1:8080".parse().unwrap(),
             agent: "agent-1".into(),
+            agents: 1,
             force: false,
         }
     }

@@ -52,6 +52,10 @@ enum Command {
         /// Id of the first agent (its token goes to DIR/NAME.token).
         #[arg(long, default_value = "agent-1")]
         agent: String,
+        /// How many agents to make (one per streaming host): the first is --agent with
+        /// DIR/agent.toml, the others agent-2, … with DIR/agent-2.toml, …
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        agents: u32,
         /// Overwrite files that already exist (their old keys and tokens stop working).
         #[arg(long)]
         force: bool,
@@ -108,6 +112,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             quic_listen,
             http_listen,
             agent,
+            agents,
             force,
         } => {
             let made = init::init(&InitOptions {
@@ -115,6 +120,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 quic_listen,
                 http_listen,
                 agent,
+                agents,
                 force,
             })?;
             print!("{}", made.next_steps());
