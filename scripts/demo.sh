@@ -29,26 +29,29 @@ trap cleanup EXIT
 for _ in $(seq 1 100); do curl -fsS "http://$http/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 echo "==> two agents ingest their host's rotated logs and ship them over QUIC"
-for n in 1 2; do
-    $bin/earshot-agent ingest --config "$demo/agent-$n.toml" $(ls "$demo"/logs/host-$n/* | sort -V) \
-        2>"$demo/agent-$n.log" &
-done
-wait %2 %3
+# host-N's rotated files, oldest first (haproxy.log.5 … haproxy.log.1, haproxy.log).
+oldest_first() { (cd "$1" && ls haproxy.log* | sort -t. -k3,3nr | sed "s|^|$1/|"); }
+$bin/earshot-agent ingest --config "$demo/agent.toml" $(oldest_first "$demo/logs/host-1") 2>"$demo/agent-1.log" &
+agent1=$!
+$bin/earshot-agent ingest --config "$demo/agent-2.toml" $(oldest_first "$demo/logs/host-2") 2>"$demo/agent-2.log" &
+agent2=$!
+wait $agent1 $agent2
 
 token=$(cat "$demo/admin.token")
 api() { curl -fsS -H "Authorization: Bearer $token" "http://$http/api/v1/$1"; }
-from=2026-11-27T22:00:00Z
-to=2026-11-28T01:00:00Z
+# The whole time the logged sessions cover (long sessions began before the first log line).
+read -r from to < <(python3 -c '
+import json, sys, datetime
+a, b = json.load(open(sys.argv[1]))["all_time"]
+f = lambda ms: datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+print(f(a), f(b))' "$demo/truth.json")
 echo
 echo "==> the collector's numbers next to the generator's ground truth ($from .. $to)"
-python3 - "$demo/truth.json" "$(api "tenants")" <<'PY' | while read -r t; do
-import json, sys
-print("\n".join(t["name"] if isinstance(t, dict) else t for t in json.loads(sys.argv[2])["tenants"]))
-PY
+api tenants | python3 -c 'import json,sys; print("\n".join(json.load(sys.stdin)["tenants"]))' | while read -r t; do
     summary=$(api "tenants/$t/streaming/summary?from=$from&to=$to")
     python3 - "$demo/truth.json" "$t" "$summary" <<'PY'
 import json, sys
-truth = json.load(open(sys.argv[1]))["tenants"].get(sys.argv[2], {})
+truth = json.load(open(sys.argv[1]))["per_tenant"].get(sys.argv[2], {})
 got = json.loads(sys.argv[3])
 print(f"{sys.argv[2]:>10}  sessions {got['sessions']:>6} (truth {truth.get('sessions','?'):>6})"
       f"  listeners {got['unique_listeners']:>5} (truth {truth.get('unique_listeners','?'):>5})"
@@ -58,11 +61,12 @@ PY
 done
 echo
 echo "==> one station's listening by hour of day in India (+05:30)"
-t=$(api tenants | python3 -c 'import json,sys; t=json.load(sys.stdin)["tenants"][0]; print(t["name"] if isinstance(t, dict) else t)')
+t=$(api tenants | python3 -c 'import json,sys; print(json.load(sys.stdin)["tenants"][0])')
 api "tenants/$t/streaming/by-hour?from=$from&to=$to&tz=%2B05:30" | python3 -c '
-import json,sys
-for r in json.load(sys.stdin)["hours"]:
-    if r["listening_seconds"]: print(f"  {r[\"hour\"]:02d}:00  {r[\"listening_seconds\"]/3600:8.1f} h  {r[\"unique_listeners\"]:5d} listeners")'
+import json, sys
+for r in json.load(sys.stdin)["rows"]:
+    if r["listening_seconds"]:
+        print("  %02d:00  %8.1f h  %5d listeners" % (r["hour"], r["listening_seconds"] / 3600, r["unique_listeners"]))'
 echo
 if $keep; then
     echo "The collector keeps running (pid $collector). Try:"
