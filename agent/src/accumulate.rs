@@ -37,6 +37,7 @@ pub struct Session {
 #[derive(Clone, Debug)]
 struct StreamInfo {
     tenant: Arc<str>,
+    tenant_ix: u32,
     stream: Arc<str>,
     protocol: Protocol,
 }
@@ -62,6 +63,9 @@ pub struct Accumulator {
     value_index: [HashMap<Arc<str>, ValueId>; 6],
     hours: HashMap<(StreamId, i64), HourAcc>,
     aqh: HashMap<(StreamId, i64, ListenerId), u32>,
+    /// The same over all streams of a tenant, keyed by tenant index.
+    aqh_tenant: HashMap<(u32, i64, ListenerId), u32>,
+    tenant_index: HashMap<Arc<str>, u32>,
     aqh_pruned_at: i64,
 }
 
@@ -75,6 +79,8 @@ impl Accumulator {
             value_index: Default::default(),
             hours: HashMap::default(),
             aqh: HashMap::default(),
+            aqh_tenant: HashMap::default(),
+            tenant_index: HashMap::default(),
             aqh_pruned_at: i64::MIN,
         }
     }
@@ -85,7 +91,9 @@ impl Accumulator {
             return id;
         }
         let id = self.streams.len() as StreamId;
-        self.streams.push(StreamInfo { tenant: key.0.clone(), stream: key.1.clone(), protocol });
+        let next = self.tenant_index.len() as u32;
+        let tenant_ix = *self.tenant_index.entry(key.0.clone()).or_insert(next);
+        self.streams.push(StreamInfo { tenant: key.0.clone(), tenant_ix, stream: key.1.clone(), protocol });
         self.stream_index.insert(key, id);
         id
     }
@@ -145,6 +153,13 @@ impl Accumulator {
                 *t = t.saturating_add(ms as u32);
                 before < AQH_MS && *t >= AQH_MS
             };
+            let reached_tenant_aqh = {
+                let tix = self.streams[s.stream as usize].tenant_ix;
+                let t = self.aqh_tenant.entry((tix, qs, s.listener)).or_insert(0);
+                let before = *t;
+                *t = t.saturating_add(ms as u32);
+                before < AQH_MS && *t >= AQH_MS
+            };
             let h = self.hour(s.stream, hour_start(qs));
             let q = &mut h.quarters[quarter_index(qs)];
             q.q.listening_ms += ms;
@@ -154,6 +169,9 @@ impl Accumulator {
             }
             if reached_aqh {
                 q.q.aqh_listeners += 1;
+            }
+            if reached_tenant_aqh {
+                q.q.aqh_tenant_listeners += 1;
             }
             for (d, &v) in s.dims.iter().enumerate() {
                 q.dims.entry((d as u8, v)).or_default().listening_ms += ms;
@@ -186,6 +204,7 @@ impl Accumulator {
         self.aqh_pruned_at = now_ms;
         let cutoff = now_ms - AQH_HORIZON_MS;
         self.aqh.retain(|&(_, q, _), _| q >= cutoff);
+        self.aqh_tenant.retain(|&(_, q, _), _| q >= cutoff);
     }
 
     fn hour(&mut self, stream: StreamId, hour_ms: i64) -> &mut HourAcc {
@@ -231,26 +250,40 @@ impl Accumulator {
 
     /// The per-listener AQH time, for the agent's saved state.
     pub fn save_aqh(&self) -> Vec<AqhEntry> {
-        self.aqh
-            .iter()
-            .map(|(&(sid, q, l), &ms)| {
-                let info = &self.streams[sid as usize];
-                AqhEntry {
-                    tenant: info.tenant.to_string(),
-                    stream: info.stream.to_string(),
-                    protocol: info.protocol,
-                    quarter_ms: q,
-                    listener: l,
-                    ms,
-                }
-            })
-            .collect()
+        let per_stream = self.aqh.iter().map(|(&(sid, q, l), &ms)| {
+            let info = &self.streams[sid as usize];
+            AqhEntry {
+                tenant: info.tenant.to_string(),
+                stream: Some((info.stream.to_string(), info.protocol)),
+                quarter_ms: q,
+                listener: l,
+                ms,
+            }
+        });
+        let names: HashMap<u32, &Arc<str>> = self.tenant_index.iter().map(|(n, &i)| (i, n)).collect();
+        let per_tenant = self.aqh_tenant.iter().map(|(&(tix, q, l), &ms)| AqhEntry {
+            tenant: names.get(&tix).map(|n| n.to_string()).unwrap_or_default(),
+            stream: None,
+            quarter_ms: q,
+            listener: l,
+            ms,
+        });
+        per_stream.chain(per_tenant).collect()
     }
 
     pub fn restore_aqh(&mut self, entries: Vec<AqhEntry>) {
         for e in entries {
-            let sid = self.stream_id(&e.tenant, &e.stream, e.protocol);
-            self.aqh.insert((sid, e.quarter_ms, e.listener), e.ms);
+            match e.stream {
+                Some((stream, protocol)) => {
+                    let sid = self.stream_id(&e.tenant, &stream, protocol);
+                    self.aqh.insert((sid, e.quarter_ms, e.listener), e.ms);
+                }
+                None => {
+                    let next = self.tenant_index.len() as u32;
+                    let tix = *self.tenant_index.entry(e.tenant.as_str().into()).or_insert(next);
+                    self.aqh_tenant.insert((tix, e.quarter_ms, e.listener), e.ms);
+                }
+            }
         }
     }
 }
@@ -258,8 +291,8 @@ impl Accumulator {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AqhEntry {
     pub tenant: String,
-    pub stream: String,
-    pub protocol: Protocol,
+    /// None: the tenant-wide time.
+    pub stream: Option<(String, Protocol)>,
     pub quarter_ms: i64,
     pub listener: ListenerId,
     pub ms: u32,
@@ -333,6 +366,22 @@ mod tests {
         let second = acc.take();
         assert_eq!(rollup_at(&second, 0).quarters[0].aqh_listeners, 0, "already counted");
         assert_eq!(rollup_at(&second, 0).quarters[0].sessions, 1);
+    }
+
+    #[test]
+    fn tenant_aqh_sums_a_listeners_time_across_streams() {
+        let mut acc = Accumulator::new(60);
+        let a = session(&mut acc, 9, 0, 3 * MINUTE_MS);
+        let mut b = a;
+        b.stream = acc.stream_id("t", "/other", Protocol::Icecast);
+        b.start_ms = 4 * MINUTE_MS;
+        b.end_ms = 7 * MINUTE_MS;
+        acc.add(&a);
+        acc.add(&b);
+        let r = acc.take();
+        let per_stream: u64 = r.iter().map(|(_, h)| h.quarters[0].aqh_listeners).sum();
+        let tenant: u64 = r.iter().map(|(_, h)| h.quarters[0].aqh_tenant_listeners).sum();
+        assert_eq!((per_stream, tenant), (0, 1), "3 + 3 minutes on two streams");
     }
 
     #[test]

@@ -10,3 +10,4 @@ pub mod init;
 pub mod link;
 pub mod tls;
 pub mod sources;
+pub mod sdnotify;

@@ -195,6 +195,10 @@ async fn run(config_path: &Path) -> Result<()> {
         config.retention_days,
         shutdown.clone(),
     ));
+    let reread = config_path.to_path_buf();
+    earshot_collector::sdnotify::ready_watching_reload(Some(Box::new(move || {
+        CollectorConfig::load(&reread).map(|_| ()).map_err(|e| e.to_string())
+    })))?;
     tracing::info!(
         quic = %quic_addr,
         http = %http_addr,
@@ -206,6 +210,7 @@ async fn run(config_path: &Path) -> Result<()> {
 
     let stopped_early = tokio::select! {
         signal = stop_signal() => {
+            earshot_collector::sdnotify::stopping();
             tracing::info!("{}: stopping (finishing merges in flight)", signal?);
             None
         }

@@ -370,6 +370,8 @@ pub struct CounterRow {
     pub listening_ms: u64,
     /// Summed over the row's quarters.
     pub aqh_listeners: u64,
+    /// The tenant-wide AQH audience attributed to this stream, summed over the row's quarters.
+    pub aqh_tenant_listeners: u64,
     pub lengths: [u64; LENGTH_BUCKETS],
     /// Present when the read asked for sketches.
     pub uniques: Option<UniqueSketch>,
@@ -397,6 +399,7 @@ pub struct Accumulator {
     pub first_carried_in: u64,
     pub listening_ms: u64,
     pub aqh_listeners: u64,
+    pub aqh_tenant_listeners: u64,
     pub lengths: [u64; LENGTH_BUCKETS],
     pub uniques: UniqueSketch,
     pub peak: u64,
@@ -415,6 +418,7 @@ impl Accumulator {
         }
         self.listening_ms += row.listening_ms;
         self.aqh_listeners += row.aqh_listeners;
+        self.aqh_tenant_listeners += row.aqh_tenant_listeners;
         for (a, b) in self.lengths.iter_mut().zip(row.lengths.iter()) {
             *a += b;
         }
@@ -438,6 +442,15 @@ impl Accumulator {
         }
     }
 
+    /// The metrics of a whole tenant (AQH counts a listener once across its streams).
+    pub fn tenant_metrics(&self, range: TimeRange) -> Metrics {
+        Metrics {
+            aqh: self.aqh_tenant_listeners as f64 / range.quarters().max(1) as f64,
+            ..self.metrics(range)
+        }
+    }
+
+    /// The metrics of one stream (or a group of rows per stream).
     pub fn metrics(&self, range: TimeRange) -> Metrics {
         let listening_seconds = self.listening_ms as f64 / 1000.0;
         let unique_listeners = self.uniques.estimate();

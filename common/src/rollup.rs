@@ -10,8 +10,11 @@
 //!   first instant, so `active_sessions` over `[a, b)` (quarter-aligned) is the starts in
 //!   `[a, b)` plus `carried_in` of the quarter at `a`;
 //! - `listening_ms`: session time clipped to the quarter;
-//! - `aqh_listeners`: listeners whose summed time in the quarter reached 5 minutes (counted
-//!   once, when they reach it);
+//! - `aqh_listeners`: listeners whose summed time on this stream in the quarter reached
+//!   5 minutes (counted once, when they reach it);
+//! - `aqh_tenant_listeners`: listeners whose summed time over all the tenant's streams in the
+//!   quarter reached 5 minutes, counted once in the rollup of the stream whose session made
+//!   them reach it — so summing it over streams gives the tenant's AQH audience;
 //! - `uniques`: listeners with a session overlapping the quarter;
 //! - `minutes[m]`: sessions overlapping `[m, m + 60 s)`.
 
@@ -119,6 +122,7 @@ pub struct QuarterRollup {
     pub carried_in: u64,
     pub listening_ms: u64,
     pub aqh_listeners: u64,
+    pub aqh_tenant_listeners: u64,
     pub lengths: [u64; LENGTH_BUCKETS],
     pub uniques: UniqueSketch,
     /// (dimension, value) → counts. Values are short strings (`"VLC"`, `"phone"`, `"DE"`).
@@ -134,6 +138,7 @@ impl QuarterRollup {
         self.carried_in += other.carried_in;
         self.listening_ms += other.listening_ms;
         self.aqh_listeners += other.aqh_listeners;
+        self.aqh_tenant_listeners += other.aqh_tenant_listeners;
         for (a, b) in self.lengths.iter_mut().zip(other.lengths.iter()) {
             *a += b;
         }

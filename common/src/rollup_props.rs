@@ -82,6 +82,7 @@ fn quarter() -> BoxedStrategy<QuarterRollup> {
                 carried_in: c[4],
                 listening_ms: c[5],
                 aqh_listeners: c[6],
+                aqh_tenant_listeners: c[6] / 2,
                 lengths,
                 uniques,
                 dims,

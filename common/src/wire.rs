@@ -5,6 +5,12 @@
 //! bidirectional stream per request ([`AgentMessage`]) and reads one [`CollectorMessage`] back.
 //! The first stream of a connection must carry [`AgentMessage::Hello`]. Live samples travel as
 //! QUIC datagrams (a [`LiveSample`] postcard frame without length prefix): latest wins.
+//!
+//! Compatibility: postcard encodes an enum variant by its index and a struct by its field
+//! order, so a message type is only ever extended by a new variant at the end of its enum
+//! (old variants keep their encoding), never by a new field. [`AgentMessage::Health`] and
+//! [`CollectorMessage::Noted`] were added that way: an agent that never sends `Health` speaks
+//! exactly the protocol it spoke before.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +27,35 @@ pub const MAX_FRAME: usize = 32 * 1024 * 1024;
 pub enum AgentMessage {
     Hello(Hello),
     Batch(Batch),
+    /// The agent's own health, sent now and then on its own stream; answered by
+    /// [`CollectorMessage::Noted`]. The collector keeps the latest per agent (for `/metrics`).
+    Health(AgentHealth),
+}
+
+/// The agent process's own counters and gauges, as they are when sent (not deltas: the
+/// collector keeps the latest). Counters start at 0 when the agent process starts. The
+/// lines read and malformed lines travel with the batches ([`AgentCounters`]), merged exactly
+/// once, so they are not repeated here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentHealth {
+    /// When the agent took these numbers (ms since the Unix epoch, agent's clock).
+    pub at_ms: i64,
+    /// When the agent process started (ms since the Unix epoch).
+    pub started_ms: i64,
+    /// Sessions open in the sessionizer (HLS sessions waiting for their gap to pass).
+    pub sessions_open: u64,
+    /// Batches in the spool not yet acknowledged by the collector.
+    pub spool_batches: u64,
+    /// Bytes of those batches.
+    pub spool_bytes: u64,
+    /// Attempts to ship the spool that failed (the batches stayed spooled).
+    pub send_failures: u64,
+    /// Live-sample datagrams sent.
+    pub live_sent: u64,
+    /// Live samples dropped: not sent (no connection, too large) or the sender was behind.
+    pub live_dropped: u64,
+    /// Polls of a live source (HAProxy runtime API, Icecast) that failed.
+    pub live_polls_failed: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,6 +109,8 @@ pub enum CollectorMessage {
     Ack { seq: u64 },
     /// The request was refused; `retry` says whether sending it again later may succeed.
     Refused { reason: String, retry: bool },
+    /// The agent's [`AgentMessage::Health`] was received.
+    Noted,
 }
 
 /// A live listener count, sent as a datagram. Latest (by `at_ms`) wins per (host, source).
@@ -140,6 +177,27 @@ mod tests {
         assert_eq!(len, frame.len() - 4);
         let back: AgentMessage = decode_body(&frame[4..]).unwrap();
         assert_eq!(back, b);
+    }
+
+    #[test]
+    fn health_round_trips_and_old_messages_keep_their_encoding() {
+        let h = AgentMessage::Health(AgentHealth {
+            at_ms: 5,
+            sessions_open: 3,
+            spool_batches: 2,
+            ..Default::default()
+        });
+        let frame = encode_frame(&h).unwrap();
+        assert_eq!(decode_body::<AgentMessage>(&frame[4..]).unwrap(), h);
+        // Variant indexes of the first messages are what they were before Health existed.
+        let hello = AgentMessage::Hello(Hello {
+            protocol_version: 1,
+            agent_id: String::new(),
+            token: String::new(),
+            agent_version: String::new(),
+        });
+        assert_eq!(postcard::to_stdvec(&hello).unwrap()[0], 0);
+        assert_eq!(postcard::to_stdvec(&CollectorMessage::Noted).unwrap(), [3]);
     }
 
     #[test]

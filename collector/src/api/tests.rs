@@ -28,6 +28,7 @@ fn api() -> Api {
                 q.carried_in = 1;
                 q.listening_ms = 900_000;
                 q.aqh_listeners = 1;
+                q.aqh_tenant_listeners = 1;
                 q.lengths[0] = 2;
                 q.uniques.insert(1);
                 q.uniques.insert(2);

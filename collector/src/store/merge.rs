@@ -24,7 +24,7 @@ pub(crate) fn sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-const COUNTER_COLUMNS: [&str; 20] = [
+const COUNTER_COLUMNS: [&str; 21] = [
     "sessions",
     "short_sessions",
     "bot_sessions",
@@ -45,6 +45,7 @@ const COUNTER_COLUMNS: [&str; 20] = [
     "len_10",
     "len_11",
     "len_12",
+    "aqh_tenant_listeners",
 ];
 
 /// `INSERT … ON CONFLICT DO UPDATE` adding the counters, for `quarters` and `days`.
@@ -79,6 +80,7 @@ struct Counters {
     carried_in: u64,
     listening_ms: u64,
     aqh_listeners: u64,
+    aqh_tenant_listeners: u64,
     lengths: [u64; LENGTH_BUCKETS],
 }
 
@@ -93,13 +95,14 @@ impl Counters {
         }
         self.listening_ms += q.listening_ms;
         self.aqh_listeners += q.aqh_listeners;
+        self.aqh_tenant_listeners += q.aqh_tenant_listeners;
         for (a, b) in self.lengths.iter_mut().zip(q.lengths.iter()) {
             *a += b;
         }
     }
 
-    fn values(&self) -> [i64; 20] {
-        let mut v = [0i64; 20];
+    fn values(&self) -> [i64; 21] {
+        let mut v = [0i64; 21];
         let head = [
             self.sessions,
             self.short_sessions,
@@ -109,7 +112,12 @@ impl Counters {
             self.listening_ms,
             self.aqh_listeners,
         ];
-        for (i, x) in head.iter().chain(self.lengths.iter()).enumerate() {
+        for (i, x) in head
+            .iter()
+            .chain(self.lengths.iter())
+            .chain(std::iter::once(&self.aqh_tenant_listeners))
+            .enumerate()
+        {
             v[i] = sql_int(*x);
         }
         v

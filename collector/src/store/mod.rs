@@ -209,7 +209,11 @@ impl Store {
             from_ms: sel.range.from_ms,
             to_ms: sel.range.to_ms,
         }];
-        Ok(self.bucket_accumulators(sel, &bucket, true)?[0].metrics(sel.range))
+        let acc = &self.bucket_accumulators(sel, &bucket, true)?[0];
+        Ok(match sel.stream {
+            None => acc.tenant_metrics(sel.range),
+            Some(_) => acc.metrics(sel.range),
+        })
     }
 
     /// The metrics per bucket (cut by [`query::buckets`]). For minute buckets only concurrency
@@ -237,7 +241,10 @@ impl Store {
         Ok(buckets
             .iter()
             .zip(acc)
-            .map(|(b, a)| a.metrics(b.range()))
+            .map(|(b, a)| match sel.stream {
+                None => a.tenant_metrics(b.range()),
+                Some(_) => a.metrics(b.range()),
+            })
             .collect())
     }
 

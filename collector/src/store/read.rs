@@ -33,7 +33,8 @@ fn counter_sql(table: &str, sketches: &str, time: &str, with_uniques: bool) -> S
     format!(
         "SELECT c.{time}, c.stream, c.protocol, c.sessions, c.short_sessions, c.bot_sessions, c.completed,
                 c.carried_in, c.listening_ms, c.aqh_listeners, c.len_0, c.len_1, c.len_2, c.len_3, c.len_4,
-                c.len_5, c.len_6, c.len_7, c.len_8, c.len_9, c.len_10, c.len_11, c.len_12, {sketch_col}
+                c.len_5, c.len_6, c.len_7, c.len_8, c.len_9, c.len_10, c.len_11, c.len_12, {sketch_col},
+                c.aqh_tenant_listeners
          FROM {table} c {join}
          WHERE c.tenant = ?1 AND c.{time} >= ?2 AND c.{time} < ?3 AND (?4 IS NULL OR c.stream = ?4)
          ORDER BY c.{time}"
@@ -85,6 +86,7 @@ pub fn counter_rows(
                 carried_in: n(7)?,
                 listening_ms: n(8)?,
                 aqh_listeners: n(9)?,
+                aqh_tenant_listeners: n(24)?,
                 lengths,
                 uniques,
             });

@@ -69,6 +69,7 @@ CREATE TABLE quarters (
     len_6 INTEGER NOT NULL, len_7 INTEGER NOT NULL, len_8 INTEGER NOT NULL,
     len_9 INTEGER NOT NULL, len_10 INTEGER NOT NULL, len_11 INTEGER NOT NULL,
     len_12 INTEGER NOT NULL,
+    aqh_tenant_listeners INTEGER NOT NULL,
     PRIMARY KEY (tenant, quarter_ms, stream, protocol)
 ) WITHOUT ROWID;
 
@@ -90,6 +91,7 @@ CREATE TABLE days (
     len_6 INTEGER NOT NULL, len_7 INTEGER NOT NULL, len_8 INTEGER NOT NULL,
     len_9 INTEGER NOT NULL, len_10 INTEGER NOT NULL, len_11 INTEGER NOT NULL,
     len_12 INTEGER NOT NULL,
+    aqh_tenant_listeners INTEGER NOT NULL,
     PRIMARY KEY (tenant, day_ms, stream, protocol)
 ) WITHOUT ROWID;
 

@@ -40,6 +40,7 @@ fn hour(
         q.carried_in = 1;
         q.listening_ms = 600_000;
         q.aqh_listeners = 1;
+        q.aqh_tenant_listeners = 1;
         q.lengths[1] = sessions;
         for &id in ids {
             q.uniques.insert(id);
