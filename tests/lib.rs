@@ -220,3 +220,109 @@ pub async fn get_once(haproxy: SocketAddr, from_ip: &str, path: &str, user_agent
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// A collector started from `earshot-collector init` in a temporary directory.
+pub struct Deployment {
+    pub dir: PathBuf,
+    pub http: SocketAddr,
+    pub token: String,
+    pub collector: Option<Proc>,
+}
+
+impl Deployment {
+    /// `init --agents N` with free ports, then `run`; waits for `/healthz`.
+    pub fn start(dir: &Path, agents: u32) -> Deployment {
+        let (quic, http) = (free_udp_port(), free_port());
+        run_ok(
+            Command::new(bin("earshot-collector"))
+                .args(["init", "--dir"])
+                .arg(dir)
+                .args(["--quic-listen", &format!("127.0.0.1:{quic}")])
+                .args(["--http-listen", &format!("127.0.0.1:{http}")])
+                .args(["--agents", &agents.to_string()]),
+        );
+        let token = std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().to_string();
+        let mut d = Deployment { dir: dir.to_path_buf(), http: format!("127.0.0.1:{http}").parse().unwrap(), token, collector: None };
+        d.start_collector();
+        d
+    }
+
+    pub fn start_collector(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("collector.log")).unwrap();
+        self.collector = Some(Proc::spawn(
+            "earshot-collector",
+            Command::new(bin("earshot-collector"))
+                .args(["run", "--config"])
+                .arg(self.dir.join("collector.toml"))
+                .stdout(Stdio::null())
+                .stderr(log),
+        ));
+        let ok = wait_for(Duration::from_secs(20), || {
+            http_get(self.http, "/healthz", None).ok().filter(|(s, _)| *s == 200).map(|_| ())
+        });
+        assert!(ok.is_some(), "the collector did not become healthy");
+    }
+
+    /// The config of agent `n` (1-based) made by init.
+    pub fn agent_config(&self, n: u32) -> PathBuf {
+        if n == 1 { self.dir.join("agent.toml") } else { self.dir.join(format!("agent-{n}.toml")) }
+    }
+
+    /// `earshot-agent ingest` (shipping) of `files` by agent `n`; returns whether it succeeded.
+    pub fn ingest(&self, n: u32, files: &[PathBuf], extra: &[&str]) -> std::process::Output {
+        Command::new(bin("earshot-agent"))
+            .args(["ingest", "--config"])
+            .arg(self.agent_config(n))
+            .args(extra)
+            .args(files)
+            .stdin(Stdio::null())
+            .output()
+            .expect("earshot-agent runs")
+    }
+
+    /// GET an API path with the admin token; panics unless 200.
+    pub fn api(&self, path: &str) -> serde_json::Value {
+        let (status, body) = http_get(self.http, path, Some(&self.token)).expect("API answers");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { unchunk(body) } else { body.to_string() };
+    Ok((status, body))
+}
+
+fn unchunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// RFC 3339 of UTC milliseconds, for query strings.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    let (y, m, d) = earshot_common::time::civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", tod / 3600, tod % 3600 / 60, tod % 60)
+}

@@ -6,3 +6,4 @@ mod geo;
 mod live_haproxy;
 mod live_icecast;
 mod ground_truth;
+mod pipeline;
