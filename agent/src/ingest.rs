@@ -169,6 +169,18 @@ impl Ingestor {
     }
 
     fn feed_record(&mut self, r: &LogRecord<'_>) {
+        let start_ms = self.clock.to_utc_ms(r.accept_naive_ms);
+        self.session_from(r, start_ms);
+        // HAProxy writes a line when its request ends: the log's clock is the latest end seen.
+        // Idle HLS sessions are closed after the line joined (or opened) its own session.
+        let written_ms = start_ms + r.duration_ms.max(0);
+        if written_ms > self.log_now_ms {
+            self.log_now_ms = written_ms;
+            self.close_idle();
+        }
+    }
+
+    fn session_from(&mut self, r: &LogRecord<'_>, start_ms: i64) {
         let Ok(backend) = std::str::from_utf8(r.backend) else {
             return self.count_malformed("not_utf8");
         };
@@ -221,11 +233,7 @@ impl Ingestor {
         if r.duration_ms < 0 {
             return self.count_malformed("no_duration");
         }
-        let start_ms = self.clock.to_utc_ms(r.accept_naive_ms);
         let end_ms = start_ms + r.duration_ms;
-        if start_ms > self.log_now_ms {
-            self.log_now_ms = start_ms;
-        }
         let Some(listener) = self.listener(tenant_id, start_ms, r) else {
             return self.count_malformed("bad_user_agent_capture");
         };
@@ -243,7 +251,6 @@ impl Ingestor {
             }
             Protocol::Hls => self.hls_request(stream_id, &listener, start_ms, end_ms, query, r),
         }
-        self.close_idle();
     }
 
     fn hls_request(

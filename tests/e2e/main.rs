@@ -7,3 +7,4 @@ mod live_haproxy;
 mod live_icecast;
 mod ground_truth;
 mod pipeline;
+mod rotation;
