@@ -28,6 +28,9 @@ pub struct AgentConfig {
     pub classify: ClassifyConfig,
     /// The collector to ship to. Needed by `run` and `ingest` (not by `ingest --dry-run`).
     pub collector: Option<LinkConfig>,
+    /// `[live]`: live listener counts from HAProxy stick tables and Icecast, polled by `run`
+    /// and sent to the collector as datagrams. Without it nothing is polled.
+    pub live: Option<crate::live::LiveConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -271,6 +274,9 @@ impl AgentConfig {
         {
             return Err(invalid("classify.geoip_db", format!("{} does not exist", db.display())));
         }
+        if let Some(live) = &self.live {
+            live.validate().map_err(|e| invalid(&e.key, e.message))?;
+        }
         Ok(())
     }
 
@@ -350,6 +356,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("routing.rules[0].tenant"), "{e}");
+    }
+
+    #[test]
+    fn live_section_is_read_and_checked() {
+        let c = parse(
+            "[live]\ninterval_secs = 2\n[live.haproxy]\nsocket = \"/run/haproxy/admin.sock\"\n\
+             tables = [{ table = \"st\", count = \"conn_cur\" }]\n",
+        )
+        .unwrap();
+        assert_eq!(c.live.unwrap().interval_secs, 2);
+        assert!(parse("").unwrap().live.is_none());
+        let e = parse("[live]\ninterval_secs = 0\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key, .. } if key == "live.interval_secs"),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("agent.toml: key `live.interval_secs`"), "{e}");
+        let e = parse("[live]\nintervall = 1\n").unwrap_err().to_string();
+        assert!(e.contains("intervall"), "{e}");
     }
 
     #[test]

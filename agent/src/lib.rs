@@ -15,3 +15,4 @@ pub mod route;
 pub mod daemon;
 pub mod follow;
 pub mod live;
+pub mod sdnotify;

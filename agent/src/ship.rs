@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use earshot_common::wire::{
-    self, ALPN, AgentMessage, CollectorMessage, Hello, LiveSample, MAX_FRAME, PROTOCOL_VERSION,
-    WireError,
+    self, ALPN, AgentHealth, AgentMessage, CollectorMessage, Hello, LiveSample, MAX_FRAME,
+    PROTOCOL_VERSION, WireError,
 };
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -274,10 +274,10 @@ impl Shipper {
                             ShipError::Refused { reason }
                         });
                     }
-                    CollectorMessage::Welcome { .. } => {
+                    CollectorMessage::Welcome { .. } | CollectorMessage::Noted => {
                         self.drop_connection("unexpected welcome");
                         return Err(ShipError::Protocol(format!(
-                            "sent batch {seq}, got a Welcome"
+                            "sent batch {seq}, got {reply:?}"
                         )));
                     }
                 }
@@ -321,6 +321,28 @@ impl Shipper {
         }
         conn.send_datagram(body.into())
             .map_err(|e| ShipError::Datagram(e.to_string()))
+    }
+
+    /// Sends the agent's own health on its own stream and waits for `Noted`. Uses the
+    /// connection that is up; does not make one (health is not worth a reconnect storm).
+    pub async fn send_health(&mut self, health: &AgentHealth) -> Result<(), ShipError> {
+        let conn = self
+            .connection
+            .as_ref()
+            .filter(|c| c.close_reason().is_none())
+            .cloned()
+            .ok_or(ShipError::NotConnected)?;
+        let frame = wire::encode_frame(&AgentMessage::Health(health.clone()))
+            .map_err(|e| ShipError::Protocol(e.to_string()))?;
+        match request(&conn, &frame, HELLO_TIMEOUT).await? {
+            CollectorMessage::Noted => Ok(()),
+            CollectorMessage::Refused { reason, retry } => Err(if retry {
+                ShipError::RetryLater { reason }
+            } else {
+                ShipError::Refused { reason }
+            }),
+            other => Err(ShipError::Protocol(format!("sent health, got {other:?}"))),
+        }
     }
 
     /// Makes sure a connection is up (Hello → Welcome).
@@ -390,11 +412,11 @@ impl Shipper {
                     ShipError::Refused { reason }
                 })
             }
-            CollectorMessage::Ack { .. } => {
+            CollectorMessage::Ack { .. } | CollectorMessage::Noted => {
                 conn.close(0u32.into(), b"unexpected ack");
-                Err(ShipError::Protocol(
-                    "the collector answered Hello with an Ack".into(),
-                ))
+                Err(ShipError::Protocol(format!(
+                    "the collector answered Hello with {reply:?}"
+                )))
             }
         }
     }

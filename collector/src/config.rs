@@ -42,6 +42,52 @@ pub struct CollectorConfig {
     /// Per-tenant settings, `[tenants.NAME]`. A tenant needs no entry to be stored or queried.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantConfig>,
+    /// Live listener counts (`/live`, `live/history`, `live/stream`).
+    #[serde(default)]
+    pub live: LiveConfig,
+}
+
+/// `[live]`: the live listener counts the agents send as datagrams, kept in memory with their
+/// recent history and saved to `state_dir/live.db` so that a restart keeps them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// Seconds of history kept per tenant and stream (what `live/history` can show). Held in
+    /// memory: at most one point per second per stream, fewer when the count is steady.
+    #[serde(default = "default_live_retention")]
+    pub live_retention_secs: u64,
+    /// A host (agent) whose samples for a stream stop is dropped from the live sum after this
+    /// many seconds. Keep it a few times the agents' `[live] interval_secs`.
+    #[serde(default = "default_stale_after")]
+    pub stale_after_secs: u64,
+    /// Seconds between two saves of the live state to `state_dir/live.db` (it is also saved
+    /// on shutdown). A crash loses at most this much history.
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval_secs: u64,
+    /// Seconds between two heartbeats (SSE comments) on an idle `live/stream`, which keep
+    /// proxies from closing it and let clients notice a dead connection.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            live_retention_secs: default_live_retention(),
+            stale_after_secs: default_stale_after(),
+            snapshot_interval_secs: default_snapshot_interval(),
+            heartbeat_secs: default_heartbeat(),
+        }
+    }
+}
+
+impl LiveConfig {
+    pub fn settings(&self) -> crate::live::LiveSettings {
+        crate::live::LiveSettings {
+            retention_ms: self.live_retention_secs as i64 * 1000,
+            stale_after_ms: self.stale_after_secs as i64 * 1000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -184,6 +230,18 @@ fn default_max_range_days() -> u32 {
 fn default_timezone() -> String {
     "UTC".into()
 }
+fn default_live_retention() -> u64 {
+    7200
+}
+fn default_stale_after() -> u64 {
+    30
+}
+fn default_snapshot_interval() -> u64 {
+    60
+}
+fn default_heartbeat() -> u64 {
+    15
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -264,6 +322,31 @@ impl CollectorConfig {
                 "expected at least 1 day".into(),
             ));
         }
+        let live = &self.live;
+        if !(60..=7 * 86_400).contains(&live.live_retention_secs) {
+            return Err((
+                "live.live_retention_secs".into(),
+                "expected between 60 seconds and 7 days (604800)".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&live.stale_after_secs) {
+            return Err((
+                "live.stale_after_secs".into(),
+                "expected between 1 and 86400 seconds".into(),
+            ));
+        }
+        if !(1..=86_400).contains(&live.snapshot_interval_secs) {
+            return Err((
+                "live.snapshot_interval_secs".into(),
+                "expected between 1 and 86400 seconds".into(),
+            ));
+        }
+        if !(1..=300).contains(&live.heartbeat_secs) {
+            return Err((
+                "live.heartbeat_secs".into(),
+                "expected between 1 and 300 seconds".into(),
+            ));
+        }
         let mut ids = BTreeSet::new();
         for (i, agent) in self.agents.iter().enumerate() {
             if agent.id.trim().is_empty() {
@@ -315,6 +398,11 @@ impl CollectorConfig {
 
     pub fn database_path(&self) -> PathBuf {
         self.state_dir.join(DATABASE_FILE)
+    }
+
+    /// The live state's snapshot file, `state_dir/live.db`.
+    pub fn live_db_path(&self) -> PathBuf {
+        self.state_dir.join(crate::live::snapshot::LIVE_DB_FILE)
     }
 
     pub fn agent(&self, id: &str) -> Option<&AgentEntry> {
@@ -385,6 +473,11 @@ token_sha256 = "{HASH}"
 tenants = ["*"]
 [tenants.radio1]
 timezone = "Europe/Berlin"
+[live]
+live_retention_secs = 3600
+stale_after_secs = 10
+snapshot_interval_secs = 30
+heartbeat_secs = 5
 "#
         )
     }
@@ -414,6 +507,17 @@ timezone = "Europe/Berlin"
         assert!(allows(&c.agents[1].tenants, "radio2") && !allows(&c.agents[1].tenants, "radio3"));
         assert_eq!(c.tenants["radio1"].timezone, "Europe/Berlin");
         assert_eq!(
+            (
+                c.live.live_retention_secs,
+                c.live.stale_after_secs,
+                c.live.snapshot_interval_secs,
+                c.live.heartbeat_secs
+            ),
+            (3600, 10, 30, 5)
+        );
+        assert_eq!(c.live.settings().stale_after_ms, 10_000);
+        assert_eq!(c.live_db_path(), Path::new("/tmp/earshot-state/live.db"));
+        assert_eq!(
             c.database_path(),
             Path::new("/tmp/earshot-state/earshot.db")
         );
@@ -427,6 +531,39 @@ timezone = "Europe/Berlin"
         assert_eq!(c.quic.listen.port(), 4433);
         assert_eq!(c.http.listen, "127.0.0.1:8080".parse().unwrap());
         assert!(c.agents.is_empty() && c.api_tokens.is_empty());
+        assert_eq!(c.live.live_retention_secs, 7200);
+        assert_eq!(c.live.stale_after_secs, 30);
+        assert_eq!(c.live.snapshot_interval_secs, 60);
+        assert_eq!(c.live.heartbeat_secs, 15);
+    }
+
+    #[test]
+    fn live_values_out_of_range() {
+        fails(
+            "[live]\nlive_retention_secs = 10\n",
+            "live.live_retention_secs",
+            "between 60 seconds",
+        );
+        fails(
+            "[live]\nstale_after_secs = 0\n",
+            "live.stale_after_secs",
+            "between 1",
+        );
+        fails(
+            "[live]\nsnapshot_interval_secs = 0\n",
+            "live.snapshot_interval_secs",
+            "between 1",
+        );
+        fails(
+            "[live]\nheartbeat_secs = 0\n",
+            "live.heartbeat_secs",
+            "between 1",
+        );
+        fails(
+            "[live]\nstale_after = 5\n",
+            "live.stale_after",
+            "unknown field",
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod store;
 pub mod config;
 pub mod init;
 pub mod link;
+pub mod live;
 pub mod tls;
 pub mod sources;
 pub mod sdnotify;

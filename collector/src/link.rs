@@ -1,5 +1,6 @@
 //! The collector's end of the agent link: a QUIC server that admits known agents, merges
-//! their batches exactly once and keeps their live samples.
+//! their batches exactly once, hands their live samples to the [`LiveStore`] and keeps their
+//! health reports ([`AgentBoard`]).
 //!
 //! What must stay true:
 //! - nothing is merged from a connection before its first stream carried a `Hello` with a
@@ -10,21 +11,22 @@
 //! - one misbehaving connection (garbage, oversized or slow frames) is closed or cut off on its
 //!   own; the others go on.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use earshot_common::rollup::Protocol;
 use earshot_common::wire::{
-    self, AgentMessage, Batch, CollectorMessage, Hello, LiveSample, MAX_FRAME, PROTOCOL_VERSION,
+    self, AgentHealth, AgentMessage, Batch, CollectorMessage, Hello, LiveSample, MAX_FRAME,
+    PROTOCOL_VERSION,
 };
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{AgentEntry, Sha256Digest, allows};
+use crate::live::LiveStore;
 use crate::store::{MergeOutcome, Store};
 
 /// Close code: shutting down, or nothing wrong.
@@ -75,67 +77,61 @@ pub struct LinkStats {
     /// Frames that closed their connection (undecodable, oversized) or were cut off (slow).
     pub frames_rejected: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Live-sample datagrams received and decoded.
     pub live_samples: AtomicU64,
     /// Undecodable datagrams and live entries for tenants the agent may not report for.
     pub live_rejected: AtomicU64,
+    /// Agent connections admitted and not yet closed (a gauge).
+    pub agents_connected: AtomicU64,
+    /// Health reports received from agents.
+    pub health_reports: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LiveKey {
-    pub agent: String,
-    pub tenant: String,
-    pub stream: String,
+/// What the collector knows of an agent now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// Connections of this agent that are open (more than one only briefly, on reconnect).
+    pub connections: u32,
+    /// The agent's last health report and when it arrived (collector's clock, ms).
+    pub health: Option<(AgentHealth, i64)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LiveReading {
-    pub at_ms: i64,
-    pub protocol: Protocol,
-    pub listeners: u64,
-}
-
-/// The latest live listener count per (agent, tenant, stream). A stand-in for the live ring
-/// (last two hours) that comes later.
+/// Every configured agent's status, for `/metrics`.
 #[derive(Debug, Default)]
-pub struct LiveBoard {
-    latest: Mutex<HashMap<LiveKey, LiveReading>>,
+pub struct AgentBoard {
+    agents: Mutex<BTreeMap<String, AgentStatus>>,
 }
 
-impl LiveBoard {
-    /// Keeps each entry unless a newer reading for its key is already there.
-    pub fn record(&self, agent: &str, sample: &LiveSample) {
-        let mut latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        for entry in &sample.entries {
-            let key = LiveKey {
-                agent: agent.to_string(),
-                tenant: entry.tenant.clone(),
-                stream: entry.stream.clone(),
-            };
-            let reading = LiveReading {
-                at_ms: sample.at_ms,
-                protocol: entry.protocol,
-                listeners: entry.listeners,
-            };
-            match latest.get(&key) {
-                Some(old) if old.at_ms > reading.at_ms => {}
-                _ => {
-                    latest.insert(key, reading);
-                }
-            }
+impl AgentBoard {
+    /// A board listing the configured agents (each shown even before it connects).
+    pub fn new<'a>(ids: impl IntoIterator<Item = &'a str>) -> AgentBoard {
+        AgentBoard {
+            agents: Mutex::new(
+                ids.into_iter()
+                    .map(|id| (id.to_string(), AgentStatus::default()))
+                    .collect(),
+            ),
         }
     }
 
-    /// Every latest reading, sorted by key.
-    pub fn snapshot(&self) -> Vec<(LiveKey, LiveReading)> {
-        let latest = self.latest.lock().unwrap_or_else(|p| p.into_inner());
-        let mut all: Vec<_> = latest.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
+    fn update(&self, id: &str, f: impl FnOnce(&mut AgentStatus)) {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        f(agents.entry(id.to_string()).or_default());
     }
+
+    pub fn snapshot(&self) -> Vec<(String, AgentStatus)> {
+        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        agents.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the collector's clock.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
 }
 
 /// What the collector knows of one agent.
@@ -149,7 +145,8 @@ struct AgentAuth {
 struct Shared {
     agents: HashMap<String, Arc<AgentAuth>>,
     store: Store,
-    live: Arc<LiveBoard>,
+    live: Arc<LiveStore>,
+    board: Arc<AgentBoard>,
     stats: Arc<LinkStats>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -168,7 +165,7 @@ impl LinkServer {
         crypto: rustls::ServerConfig,
         agents: &[AgentEntry],
         store: Store,
-        live: Arc<LiveBoard>,
+        live: Arc<LiveStore>,
     ) -> Result<LinkServer, LinkError> {
         let quic_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
             .map_err(|e| LinkError::Crypto(e.to_string()))?;
@@ -188,7 +185,7 @@ impl LinkServer {
                 addr: listen,
                 error,
             })?;
-        let agents = agents
+        let agents: HashMap<String, Arc<AgentAuth>> = agents
             .iter()
             .map(|a| {
                 let auth = AgentAuth {
@@ -199,10 +196,12 @@ impl LinkServer {
                 (a.id.clone(), Arc::new(auth))
             })
             .collect();
+        let board = Arc::new(AgentBoard::new(agents.keys().map(String::as_str)));
         let shared = Shared {
             agents,
             store,
             live,
+            board,
             stats: Arc::new(LinkStats::default()),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -221,6 +220,10 @@ impl LinkServer {
 
     pub fn stats(&self) -> Arc<LinkStats> {
         self.shared.stats.clone()
+    }
+
+    pub fn agent_board(&self) -> Arc<AgentBoard> {
+        self.shared.board.clone()
     }
 
     /// Accepts agents until `shutdown` fires; then stops taking new connections and batches,
@@ -279,6 +282,8 @@ async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
         return;
     };
     bump(&shared.stats.agents_admitted);
+    bump(&shared.stats.agents_connected);
+    shared.board.update(&agent.id, |a| a.connections += 1);
     tracing::info!(agent = %agent.id, %remote, "agent connected");
     let why = loop {
         tokio::select! {
@@ -295,6 +300,13 @@ async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             _ = shared.shutdown.cancelled() => break "collector stopping".to_string(),
         }
     };
+    shared
+        .stats
+        .agents_connected
+        .fetch_sub(1, Ordering::Relaxed);
+    shared.board.update(&agent.id, |a| {
+        a.connections = a.connections.saturating_sub(1)
+    });
     tracing::info!(agent = %agent.id, %remote, "agent disconnected: {why}");
 }
 
@@ -326,7 +338,7 @@ async fn authenticate(conn: &quinn::Connection, shared: &Shared) -> Option<Arc<A
     };
     let hello = match wire::decode_body::<AgentMessage>(&body) {
         Ok(AgentMessage::Hello(hello)) => hello,
-        Ok(AgentMessage::Batch(_)) => {
+        Ok(AgentMessage::Batch(_) | AgentMessage::Health(_)) => {
             refuse(
                 conn,
                 send,
@@ -450,6 +462,17 @@ async fn handle_stream(
             let _ = reply(&mut send, &refused).await;
             return;
         }
+        Ok(AgentMessage::Health(health)) => {
+            bump(&shared.stats.health_reports);
+            let received = now_ms();
+            shared
+                .board
+                .update(&agent.id, |a| a.health = Some((health, received)));
+            if reply(&mut send, &CollectorMessage::Noted).await.is_ok() {
+                let _ = tokio::time::timeout(REPLY_LINGER, send.stopped()).await;
+            }
+            return;
+        }
         Err(e) => {
             bump(&shared.stats.frames_rejected);
             tracing::warn!(agent = %agent.id, "closing the connection: undecodable frame: {e}");
@@ -549,7 +572,7 @@ fn record_live(agent: &AgentAuth, bytes: &[u8], shared: &Shared) {
             .fetch_add((before - sample.entries.len()) as u64, Ordering::Relaxed);
     }
     bump(&shared.stats.live_samples);
-    shared.live.record(&agent.id, &sample);
+    shared.live.record(&agent.id, &sample, now_ms());
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -604,7 +627,7 @@ mod tests {
 
     use earshot_agent::ship::{LinkConfig, ShipError, Shipper};
     use earshot_agent::spool::Spool;
-    use earshot_common::rollup::{HourKey, HourRollup};
+    use earshot_common::rollup::{HourKey, HourRollup, Protocol};
     use earshot_common::wire::{AgentCounters, LiveEntry};
 
     use super::*;
@@ -621,7 +644,8 @@ mod tests {
         fingerprint: String,
         store: Store,
         stats: Arc<LinkStats>,
-        live: Arc<LiveBoard>,
+        live: Arc<LiveStore>,
+        board: Arc<AgentBoard>,
         shutdown: CancellationToken,
         server: tokio::task::JoinHandle<()>,
     }
@@ -649,7 +673,7 @@ mod tests {
             agent("agent-1", "token-1", &["radio1"]),
             agent("agent-2", "token-2", &["*"]),
         ];
-        let live = Arc::new(LiveBoard::default());
+        let live = Arc::new(LiveStore::new(Default::default()));
         let server = LinkServer::bind(
             "127.0.0.1:0".parse().unwrap(),
             crypto,
@@ -658,9 +682,10 @@ mod tests {
             live.clone(),
         )
         .unwrap();
-        let (addr, stats, shutdown) = (
+        let (addr, stats, board, shutdown) = (
             server.local_addr(),
             server.stats(),
+            server.agent_board(),
             CancellationToken::new(),
         );
         let server = tokio::spawn(server.serve(shutdown.clone()));
@@ -672,6 +697,7 @@ mod tests {
             store,
             stats,
             live,
+            board,
             shutdown,
             server,
         }
@@ -1039,16 +1065,55 @@ mod tests {
         while c.count(&c.stats.live_samples) < 2 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let board = c.live.snapshot();
-        assert_eq!(board.len(), 1, "{board:?}");
-        assert_eq!(board[0].0.tenant, "radio1");
-        assert_eq!(board[0].1.listeners, 7);
+        let now = c.live.now("radio1");
+        assert_eq!(now.listeners, 7, "the later sample wins: {now:?}");
+        assert_eq!(now.hosts.len(), 1);
+        assert_eq!(now.hosts[0].host, "agent-1");
+        assert_eq!(c.live.now("radio9").version, 0);
         assert_eq!(
             c.count(&c.stats.live_rejected),
             1,
             "radio9 is not agent-1's"
         );
         assert_eq!(shipper.stats().live_dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn health_reports_are_noted_and_connections_counted() {
+        let c = start().await;
+        let mut shipper = Shipper::new(&c.link("agent-1", "token-1")).unwrap();
+        let health = AgentHealth {
+            at_ms: 5,
+            sessions_open: 4,
+            spool_batches: 2,
+            send_failures: 1,
+            ..Default::default()
+        };
+        assert!(matches!(
+            shipper.send_health(&health).await,
+            Err(ShipError::NotConnected)
+        ));
+        shipper.connect().await.unwrap();
+        shipper.send_health(&health).await.unwrap();
+        let board = c.board.snapshot();
+        let names: Vec<&str> = board.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(
+            names,
+            ["agent-1", "agent-2"],
+            "configured agents are listed"
+        );
+        assert_eq!(board[0].1.connections, 1);
+        assert_eq!(board[0].1.health.as_ref().unwrap().0, health);
+        assert_eq!(board[1].1, AgentStatus::default());
+        assert_eq!(c.count(&c.stats.agents_connected), 1);
+        assert_eq!(c.count(&c.stats.health_reports), 1);
+        drop(shipper);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while c.count(&c.stats.agents_connected) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(c.count(&c.stats.agents_connected), 0);
+        assert_eq!(c.board.snapshot()[0].1.connections, 0);
     }
 
     #[tokio::test]

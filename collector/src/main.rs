@@ -10,7 +10,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use earshot_collector::config::{self, CollectorConfig};
 use earshot_collector::init::{self, InitOptions};
-use earshot_collector::link::{LinkServer, LiveBoard};
+use earshot_collector::api::Services;
+use earshot_collector::link::{self, LinkServer};
+use earshot_collector::live::{LiveDb, LiveStore};
 use earshot_collector::store::Store;
 use earshot_collector::tls;
 use tokio_util::sync::CancellationToken;
@@ -167,13 +169,14 @@ async fn run(config_path: &Path) -> Result<()> {
     let fingerprint = tls::fingerprint(&certs[0]);
     let key = tls::load_key(&config.quic.key_file).context("quic.key_file")?;
     let crypto = tls::server_crypto(certs, key)?;
-    let live = Arc::new(LiveBoard::default());
+    let live = Arc::new(LiveStore::new(config.live.settings()));
+    let live_db = open_live_db(&config.live_db_path(), &live);
     let link = LinkServer::bind(
         config.quic.listen,
         crypto,
         &config.agents,
         store.clone(),
-        live,
+        live.clone(),
     )?;
     let quic_addr = link.local_addr();
 
@@ -181,7 +184,18 @@ async fn run(config_path: &Path) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
     let http_addr = http.local_addr()?;
-    let app = earshot_collector::api::router(store.clone(), Arc::new(config.api_config()));
+    let services = Services {
+        live: live.clone(),
+        heartbeat: Duration::from_secs(config.live.heartbeat_secs),
+        link: link.stats(),
+        agents: link.agent_board(),
+        requests: Default::default(),
+    };
+    let app = earshot_collector::api::router_with(
+        store.clone(),
+        Arc::new(config.api_config()),
+        services,
+    );
 
     let shutdown = CancellationToken::new();
     let mut quic_task = tokio::spawn(link.serve(shutdown.clone()));
@@ -190,6 +204,12 @@ async fn run(config_path: &Path) -> Result<()> {
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
     );
+    let live_task = tokio::spawn(live_loop(
+        live.clone(),
+        live_db,
+        Duration::from_secs(config.live.snapshot_interval_secs),
+        shutdown.clone(),
+    ));
     let prune_task = tokio::spawn(prune_loop(
         store.clone(),
         config.retention_days,
@@ -217,6 +237,8 @@ async fn run(config_path: &Path) -> Result<()> {
         r = &mut quic_task => Some(format!("the QUIC endpoint stopped: {r:?}")),
         r = &mut http_task => Some(format!("the HTTP server stopped: {r:?}")),
     };
+    // Ends the `live/stream` responses, which the HTTP server's graceful shutdown waits for.
+    live.close();
     shutdown.cancel();
     if !quic_task.is_finished() {
         let _ = quic_task.await;
@@ -225,6 +247,11 @@ async fn run(config_path: &Path) -> Result<()> {
         let _ = http_task.await;
     }
     let _ = prune_task.await;
+    // The last snapshot, after the link stopped taking samples.
+    if let Ok(db) = live_task.await {
+        save_live(&live, db).await;
+        tracing::info!("live state saved");
+    }
     match stopped_early {
         Some(why) => anyhow::bail!(why),
         None => {
@@ -242,6 +269,71 @@ async fn stop_signal() -> Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     })
+}
+
+/// Opens `live.db` and restores the saved live state into `live`. A snapshot that cannot be
+/// used is logged and the live state starts empty (the agents refill it within one poll).
+fn open_live_db(path: &Path, live: &LiveStore) -> Option<LiveDb> {
+    let db = match LiveDb::open(path) {
+        Ok(db) => db,
+        Err(e) => {
+            tracing::warn!("live state not restored and not saved: {e}");
+            return None;
+        }
+    };
+    match db.load() {
+        Ok(Some(state)) => {
+            let tenants = state.tenants.len();
+            live.restore(state);
+            live.tick(link::now_ms());
+            tracing::info!(tenants, path = %path.display(), "live state restored");
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("live state not restored (starting empty): {e}"),
+    }
+    Some(db)
+}
+
+type SharedLiveDb = Arc<std::sync::Mutex<Option<LiveDb>>>;
+
+/// Saves the live state (on the blocking pool: SQLite blocks).
+async fn save_live(live: &LiveStore, db: SharedLiveDb) {
+    let state = live.state();
+    let _ = tokio::task::spawn_blocking(move || {
+        let mut db = db.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(db) = db.as_mut()
+            && let Err(e) = db.save(&state, link::now_ms())
+        {
+            tracing::warn!("cannot save the live state: {e}");
+        }
+    })
+    .await;
+}
+
+/// Every second: drops hosts whose samples stopped and ages the history out. Every
+/// `snapshot_every`: saves the live state. Returns the snapshot file at shutdown, for the
+/// last save once the link has stopped.
+async fn live_loop(
+    live: Arc<LiveStore>,
+    db: Option<LiveDb>,
+    snapshot_every: Duration,
+    shutdown: CancellationToken,
+) -> SharedLiveDb {
+    let db: SharedLiveDb = Arc::new(std::sync::Mutex::new(db));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_save = tokio::time::Instant::now() + snapshot_every;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return db,
+        }
+        live.tick(link::now_ms());
+        if tokio::time::Instant::now() >= next_save {
+            next_save = tokio::time::Instant::now() + snapshot_every;
+            save_live(&live, db.clone()).await;
+        }
+    }
 }
 
 /// Deletes rollups older than the retention, at start and then hourly.

@@ -8,3 +8,4 @@ mod live_icecast;
 mod ground_truth;
 mod pipeline;
 mod rotation;
+mod live_api;

@@ -5,6 +5,8 @@
 //! together.
 
 mod auth;
+mod live;
+mod metrics;
 mod openapi;
 #[cfg(test)]
 mod tests;
@@ -22,6 +24,7 @@ use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 
 pub use auth::{ADMIN_SCOPE, token_digest};
+pub use metrics::RequestStats;
 
 use crate::query::{self, Granularity, QueryError, TimeRange, rfc3339};
 use crate::store::{Breakdown, Selection, Store, StoreError};
@@ -145,9 +148,39 @@ type ApiResult = Result<Json<Value>, ApiError>;
 struct AppState {
     store: Store,
     config: Arc<ApiConfig>,
+    services: Services,
+}
+
+/// What the live endpoints and `/metrics` read besides the store.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub live: Arc<crate::live::LiveStore>,
+    /// Between two heartbeats of an idle `live/stream`.
+    pub heartbeat: std::time::Duration,
+    pub link: Arc<crate::link::LinkStats>,
+    pub agents: Arc<crate::link::AgentBoard>,
+    pub requests: Arc<RequestStats>,
+}
+
+impl Default for Services {
+    /// An empty live store with the default settings, no link: for an API without agents.
+    fn default() -> Self {
+        Services {
+            live: Arc::new(crate::live::LiveStore::new(Default::default())),
+            heartbeat: std::time::Duration::from_secs(15),
+            link: Default::default(),
+            agents: Default::default(),
+            requests: Default::default(),
+        }
+    }
 }
 
 pub fn router(store: Store, config: Arc<ApiConfig>) -> Router {
+    router_with(store, config, Services::default())
+}
+
+/// The API with the live store, the link's counters and the agents' board behind it.
+pub fn router_with(store: Store, config: Arc<ApiConfig>, services: Services) -> Router {
     let streaming = Router::new()
         .route("/summary", get(summary))
         .route("/timeseries", get(timeseries))
@@ -160,8 +193,12 @@ pub fn router(store: Store, config: Arc<ApiConfig>) -> Router {
             "/api/v1/openapi.json",
             get(|| async { Json(openapi::document()) }),
         )
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/tenants", get(tenants))
         .nest("/api/v1/tenants/{tenant}/streaming", streaming)
+        .route("/api/v1/tenants/{tenant}/live", get(live::live_now))
+        .route("/api/v1/tenants/{tenant}/live/history", get(live::live_history))
+        .route("/api/v1/tenants/{tenant}/live/stream", get(live::live_stream))
         .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -169,7 +206,15 @@ pub fn router(store: Store, config: Arc<ApiConfig>) -> Router {
                 "method not allowed; the API only answers GET",
             )
         })
-        .with_state(AppState { store, config })
+        .layer(axum::middleware::from_fn_with_state(
+            services.requests.clone(),
+            metrics::count_requests,
+        ))
+        .with_state(AppState {
+            store,
+            config,
+            services,
+        })
 }
 
 /// Runs a store call on the blocking pool.

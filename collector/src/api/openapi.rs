@@ -157,7 +157,7 @@ pub fn document() -> Value {
         }
     });
 
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "earshot collector API",
@@ -286,5 +286,94 @@ pub fn document() -> Value {
                 }))
             }
         }
-    })
+    });
+    add_live_and_metrics(&mut doc);
+    doc
+}
+
+/// The live endpoints and `/metrics` (see `live.rs` and `metrics.rs`).
+fn add_live_and_metrics(doc: &mut Value) {
+    let live_errors = errors(&[400, 401, 403]);
+    let with_ok = |ok: Value| {
+        let mut r = live_errors.clone();
+        r.insert("200".into(), ok);
+        Value::Object(r)
+    };
+    let json_ok = |schema: &str| json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+    let paths = &mut doc["paths"];
+    paths["/metrics"] = json!({"get": {
+        "summary": "Prometheus metrics",
+        "description": "Prometheus text format 0.0.4. Live listeners (earshot_live_listeners{tenant,stream,protocol}); the collector's health: earshot_agents_connected, earshot_batches_merged_total, earshot_live_datagrams_total, earshot_api_requests_total{status} and more; per agent (label agent): earshot_agent_up, earshot_agent_lines_total and earshot_agent_malformed_lines_total{reason} (from merged batches), earshot_agent_sessions_open, earshot_agent_spool_batches, earshot_agent_spool_bytes, earshot_agent_send_failures_total, earshot_agent_live_sent_total, earshot_agent_live_dropped_total, earshot_agent_live_polls_failed_total (from the agent's last health report). Needs a token with the admin scope: every tenant's audience is on this page.",
+        "responses": {
+            "200": {"description": "OK", "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}},
+            "401": {"$ref": "#/components/responses/E401"},
+            "403": error_response("The token is not an admin token."),
+            "500": {"$ref": "#/components/responses/E500"}
+        }
+    }});
+    paths["/api/v1/tenants/{tenant}/live"] = json!({"get": {
+        "summary": "Listeners now",
+        "description": "The live listener count of the tenant: the sum over hosts (agents) of their latest sample per stream, by stream, by protocol and per host. A host whose samples stop counts for nothing after stale_after_seconds. Samples arrive every agent poll interval ([live] interval_secs); the count follows within about one interval.",
+        "parameters": [param_ref("Tenant")],
+        "responses": with_ok(json_ok("LiveNow"))
+    }});
+    paths["/api/v1/tenants/{tenant}/live/history"] = json!({"get": {
+        "summary": "Listeners over the last minutes",
+        "description": "The sums of the recent past (kept for live_retention_secs, default 2 hours, across restarts), in buckets of `step` seconds aligned to the clock; the last bucket holds now. Each point gives the count at its time (`listeners`) and the highest count within its bucket (`peak`); both null before anything was known. At most 7200 points per series.",
+        "parameters": [param_ref("Tenant"), param_ref("Minutes"), param_ref("Step"), param_ref("Stream")],
+        "responses": with_ok(json_ok("LiveHistory"))
+    }});
+    paths["/api/v1/tenants/{tenant}/live/stream"] = json!({"get": {
+        "summary": "Listeners now, as server-sent events",
+        "description": "text/event-stream. One event `live` per change of what /live reports, its data the same JSON as /live, its id the change's event_id (ids only grow, across collector restarts too). The first event comes at once, with `retry: 1000`. A client reconnecting with the header Last-Event-ID gets the current state at once if it changed since that id, else nothing until the next change (a live count is latest-wins: missed intermediate values are in live/history). Idle streams carry a `: heartbeat` comment every heartbeat_secs (default 15).",
+        "parameters": [param_ref("Tenant"), param_ref("LastEventId")],
+        "responses": with_ok(json!({"description": "An endless event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}))
+    }});
+    let components = &mut doc["components"];
+    components["parameters"]["Minutes"] = json!({"name": "minutes", "in": "query", "required": false, "description": "How far back, in minutes; default and maximum: live_retention_secs / 60 (120).", "schema": {"type": "integer", "minimum": 1}});
+    components["parameters"]["Step"] = json!({"name": "step", "in": "query", "required": false, "description": "Bucket length in seconds (1 to 3600).", "schema": {"type": "integer", "minimum": 1, "maximum": 3600, "default": 60}});
+    components["parameters"]["LastEventId"] = json!({"name": "Last-Event-ID", "in": "header", "required": false, "description": "The id of the last event the client saw (EventSource sends it on reconnect).", "schema": {"type": "string"}});
+    let stream_now = json!({"type": "object", "required": ["stream", "protocol", "listeners", "updated_at"], "properties": {
+        "stream": {"type": "string"},
+        "protocol": {"type": "string", "enum": ["icecast", "hls"]},
+        "listeners": int("Listeners now (summed over hosts in by_stream; this host's in hosts[].streams)."),
+        "updated_at": {"type": "string", "format": "date-time", "description": "When the newest sample behind this number was received."}
+    }});
+    let point = json!({"type": "object", "required": ["at", "listeners", "peak"], "properties": {
+        "at": {"type": "string", "format": "date-time", "description": "The bucket's end (for the last bucket: now)."},
+        "listeners": {"type": "integer", "nullable": true, "description": "The count at `at`."},
+        "peak": {"type": "integer", "nullable": true, "description": "The highest count within the bucket."}
+    }});
+    let schemas = &mut components["schemas"];
+    schemas["LiveStream"] = stream_now;
+    schemas["LivePoint"] = point;
+    schemas["LiveNow"] = json!({"type": "object", "required": ["tenant", "listeners", "updated_at", "event_id", "stale_after_seconds", "by_stream", "by_protocol", "hosts"], "properties": {
+        "tenant": {"type": "string"},
+        "listeners": int("Listeners now, all streams."),
+        "updated_at": {"type": "string", "format": "date-time", "nullable": true, "description": "When the last sample for the tenant was received (also one that changed nothing); null if none ever was."},
+        "event_id": {"type": "string", "description": "The id of the last change (as in live/stream); \"0\" if nothing was ever seen."},
+        "stale_after_seconds": int("A host counts for nothing this long after its last sample."),
+        "by_stream": {"type": "array", "description": "Highest first.", "items": {"$ref": "#/components/schemas/LiveStream"}},
+        "by_protocol": {"type": "array", "items": {"type": "object", "required": ["protocol", "listeners"], "properties": {"protocol": {"type": "string", "enum": ["icecast", "hls"]}, "listeners": {"type": "integer"}}}},
+        "hosts": {"type": "array", "description": "Per agent, highest first.", "items": {"type": "object", "required": ["host", "listeners", "updated_at", "streams"], "properties": {
+            "host": {"type": "string", "description": "The agent id."},
+            "listeners": {"type": "integer"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "streams": {"type": "array", "items": {"$ref": "#/components/schemas/LiveStream"}}
+        }}}
+    }});
+    schemas["LiveHistory"] = json!({"type": "object", "required": ["tenant", "stream", "from", "to", "minutes", "step_seconds", "total", "streams"], "properties": {
+        "tenant": {"type": "string"},
+        "stream": {"type": "string", "nullable": true},
+        "from": {"type": "string", "format": "date-time", "description": "The first bucket's start."},
+        "to": {"type": "string", "format": "date-time", "description": "Now."},
+        "minutes": {"type": "integer"},
+        "step_seconds": {"type": "integer"},
+        "total": {"type": "array", "description": "The sum over the streams.", "items": {"$ref": "#/components/schemas/LivePoint"}},
+        "streams": {"type": "array", "items": {"type": "object", "required": ["stream", "protocol", "points"], "properties": {
+            "stream": {"type": "string"},
+            "protocol": {"type": "string", "enum": ["icecast", "hls"]},
+            "points": {"type": "array", "items": {"$ref": "#/components/schemas/LivePoint"}}
+        }}}
+    }});
 }
