@@ -92,7 +92,7 @@ check "agent.toml is a conffile" sh -c "dpkg-query -W -f='\${Conffiles}' earshot
 check "collector.toml is a conffile" sh -c "dpkg-query -W -f='\${Conffiles}' earshot-collector | grep -q /etc/earshot/collector.toml"
 for b in earshot-agent earshot-collector; do
     check "$b is stripped (no symbol table, no debug info)" \
-        sh -c "! readelf -S /usr/bin/$b | grep -q -E '\.symtab|\.debug_'"
+        sh -c "! readelf -S /usr/bin/$b | grep -q -E '\.symtab|\.debug_info'"
 done
 
 echo "== users and permissions"
@@ -144,6 +144,8 @@ as_user() { # as_user USER COMMAND...: the user's own groups, no capabilities, l
     shift
     setpriv --reuid="$u" --regid="$u" --init-groups --inh-caps=-all --bounding-set=-all -- "$@"
 }
+as_agent=(--reuid=earshot-agent --regid=earshot-agent --init-groups --inh-caps=-all --bounding-set=-all)
+as_collector=(--reuid=earshot-collector --regid=earshot-collector --init-groups --inh-caps=-all --bounding-set=-all)
 mkdir -p "$LOGDIR"
 # One 10-minute listen to radio yesterday, as rsyslog writes HAProxy's httplog; the live log
 # has been rotated once, so the agent reads haproxy.log.1.
@@ -214,6 +216,11 @@ with open(log, "a") as out:
     pids+=($!)
 }
 chmod 0755 "$WORK"
+for port in "$QUIC_PORT/udp" "$HTTP_PORT/tcp"; do
+    if ss -Hln "( sport = :${port%/*} )" | grep -q .; then
+        fail "port $port is taken (an earlier run left a collector?): $(ss -Hlnp "( sport = :${port%/*} )")"
+    fi
+done
 notify_listener "$WORK/collector.notify" "$WORK/collector.states"
 notify_listener "$WORK/agent.notify" "$WORK/agent.states"
 wait_for() { # SECONDS COMMAND...
@@ -229,14 +236,15 @@ wait_for() { # SECONDS COMMAND...
 wait_for 10 test -S "$WORK/agent.notify"
 wait_for 10 test -S "$WORK/collector.notify"
 
-NOTIFY_SOCKET=$WORK/collector.notify as_user earshot-collector \
+# setpriv is started directly (not through a shell function) so that $! is the service itself.
+NOTIFY_SOCKET=$WORK/collector.notify setpriv "${as_collector[@]}" -- \
     /usr/bin/earshot-collector run --config /etc/earshot/collector.toml 2>"$WORK/collector.log" &
 collector_pid=$!
 pids+=($collector_pid)
 if wait_for 30 grep -q READY=1 "$WORK/collector.states"; then ok "the collector reports READY=1"; else fail "the collector never reported READY=1"; cat "$WORK/collector.log"; fi
 check "the collector's /healthz answers" curl -fsS "http://127.0.0.1:$HTTP_PORT/healthz"
 
-NOTIFY_SOCKET=$WORK/agent.notify as_user earshot-agent \
+NOTIFY_SOCKET=$WORK/agent.notify setpriv "${as_agent[@]}" -- \
     /usr/bin/earshot-agent run --config /etc/earshot/agent.toml 2>"$WORK/agent.log" &
 agent_pid=$!
 pids+=($agent_pid)
@@ -258,7 +266,7 @@ else
     echo "--- agent log"; cat "$WORK/agent.log"; echo "--- collector log"; cat "$WORK/collector.log"
 fi
 
-kill -HUP "$collector_pid" "$agent_pid"
+kill -HUP "$collector_pid" "$agent_pid" || true
 sleep 1
 check "the collector survives SIGHUP" kill -0 "$collector_pid"
 check "the agent survives SIGHUP" kill -0 "$agent_pid"
@@ -267,7 +275,10 @@ check "the agent logs the reload" grep -q "configuration reload" "$WORK/agent.lo
 
 stop() { # PID NAME: SIGTERM, then the unit's TimeoutStopSec (60 s) to exit 0
     local pid=$1 name=$2 n=300
-    kill -TERM "$pid"
+    if ! kill -TERM "$pid" 2>/dev/null; then
+        fail "$name was not running when it was to be stopped"
+        return
+    fi
     while kill -0 "$pid" 2>/dev/null && [ $n -gt 0 ]; do sleep 0.2; n=$((n - 1)); done
     if kill -0 "$pid" 2>/dev/null; then
         fail "$name did not stop within 60 s of SIGTERM"
@@ -277,11 +288,16 @@ stop() { # PID NAME: SIGTERM, then the unit's TimeoutStopSec (60 s) to exit 0
 }
 stop "$agent_pid" earshot-agent
 stop "$collector_pid" earshot-collector
-check "the agent reported STOPPING=1" grep -q STOPPING=1 "$WORK/agent.states"
-check "the collector reported STOPPING=1" grep -q STOPPING=1 "$WORK/collector.states"
+for s in agent collector; do
+    if grep -q STOPPING=1 "$WORK/$s.states"; then
+        ok "the $s reported STOPPING=1"
+    else
+        fail "the $s did not report STOPPING=1; it reported: $(tr '\n' ' ' <"$WORK/$s.states")"
+    fi
+done
 
 echo "== upgrade over an installed, configured, running system"
-NOTIFY_SOCKET= as_user earshot-collector /usr/bin/earshot-collector run --config /etc/earshot/collector.toml 2>>"$WORK/collector.log" &
+setpriv "${as_collector[@]}" -- /usr/bin/earshot-collector run --config /etc/earshot/collector.toml 2>>"$WORK/collector.log" &
 collector_pid=$!
 pids+=($collector_pid)
 wait_for 30 curl -fsS "http://127.0.0.1:$HTTP_PORT/healthz" || true
@@ -294,7 +310,7 @@ if [ "$sum_before" = "$sum_after" ]; then ok "the upgrade keeps the changed conf
 check "the upgrade keeps the agent's state" test "$spool_before" = "$(ls /var/lib/earshot-agent)"
 check "the upgrade keeps the collector's database" test -s /var/lib/earshot-collector/earshot.db
 stop "$collector_pid" earshot-collector
-NOTIFY_SOCKET= as_user earshot-collector /usr/bin/earshot-collector run --config /etc/earshot/collector.toml 2>>"$WORK/collector.log" &
+setpriv "${as_collector[@]}" -- /usr/bin/earshot-collector run --config /etc/earshot/collector.toml 2>>"$WORK/collector.log" &
 collector_pid=$!
 pids+=($collector_pid)
 if wait_for 30 sessions_seen; then ok "the upgraded collector still has the data"; else fail "the data is gone after the upgrade"; fi

@@ -21,4 +21,4 @@ fi
 
 # The end-to-end tests run the real binaries.
 cargo build --workspace --bins
-cargo test --workspace --all-targets -- --test-threads 2
+cargo test --workspace --lib --bins --tests -- --test-threads 2

@@ -101,9 +101,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let (rollups, counters) = ingestor.take();
             let report = DryRunReport::new(&rollups, &counters, detail);
             let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, &report)?;
-            let _ = writeln!(out);
-            Ok(ExitCode::SUCCESS)
+            let written = serde_json::to_writer_pretty(&mut out, &report)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(out));
+            match written {
+                // A reader that stopped reading (`| head`) is not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
+            }
         }
         Command::Ingest { config, dry_run: false, files, timeout_secs, .. } => {
             let path = config.context("--config is required to ship (or use --dry-run)")?;

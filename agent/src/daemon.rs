@@ -228,6 +228,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             health.send(&mut shipper, &spool).await;
         }
     }
+    crate::sdnotify::stopping();
     tracing::info!("stopping: finishing the file in progress");
     stop.store(true, Ordering::Relaxed);
     let _ = scan_tx.send(());

@@ -10,6 +10,9 @@ use serde::Serialize;
 pub struct DryRunReport {
     pub lines: u64,
     pub malformed_lines: u64,
+    /// Size of these aggregates as one compressed batch: what shipping them puts on the wire
+    /// (before QUIC and TLS framing).
+    pub wire_bytes: u64,
     pub malformed: BTreeMap<String, u64>,
     /// Request lines that formed no session (non-2xx, ignored paths), by status.
     pub not_sessions_by_status: BTreeMap<String, u64>,
@@ -51,7 +54,15 @@ pub struct HourRow {
 
 impl DryRunReport {
     pub fn new(rollups: &[(HourKey, HourRollup)], counters: &AgentCounters, detail: bool) -> DryRunReport {
+        let batch = earshot_common::wire::Batch {
+            agent_id: String::new(),
+            seq: 0,
+            rollups: rollups.to_vec(),
+            counters: counters.clone(),
+        };
+        let wire_bytes = earshot_common::wire::compress_batch(&batch).map_or(0, |b| b.len() as u64);
         let mut report = DryRunReport {
+            wire_bytes,
             lines: counters.lines,
             malformed_lines: counters.malformed_lines(),
             malformed: counters.malformed.clone(),

@@ -236,7 +236,8 @@ impl Shipper {
             }
             for batch in batches {
                 let seq = batch.seq;
-                let frame = wire::encode_frame(&AgentMessage::Batch(batch))
+                let frame = wire::compress_batch(&batch)
+                    .and_then(|z| wire::encode_frame(&AgentMessage::CompressedBatch(z)))
                     .map_err(|error| ShipError::Encode { seq, error })?;
                 let reply = loop {
                     let conn = self.connection().await?;

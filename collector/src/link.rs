@@ -338,7 +338,7 @@ async fn authenticate(conn: &quinn::Connection, shared: &Shared) -> Option<Arc<A
     };
     let hello = match wire::decode_body::<AgentMessage>(&body) {
         Ok(AgentMessage::Hello(hello)) => hello,
-        Ok(AgentMessage::Batch(_) | AgentMessage::Health(_)) => {
+        Ok(AgentMessage::Batch(_) | AgentMessage::Health(_) | AgentMessage::CompressedBatch(_)) => {
             refuse(
                 conn,
                 send,
@@ -454,6 +454,15 @@ async fn handle_stream(
     };
     let batch = match wire::decode_body::<AgentMessage>(&body) {
         Ok(AgentMessage::Batch(batch)) => batch,
+        Ok(AgentMessage::CompressedBatch(deflated)) => match wire::decompress_batch(&deflated) {
+            Ok(batch) => batch,
+            Err(e) => {
+                bump(&shared.stats.frames_rejected);
+                tracing::warn!(agent = %agent.id, "closing the connection: {e}");
+                conn.close(CLOSE_PROTOCOL.into(), b"undecodable frame");
+                return;
+            }
+        },
         Ok(AgentMessage::Hello(_)) => {
             let refused = CollectorMessage::Refused {
                 reason: "already admitted: send batches".into(),

@@ -30,6 +30,33 @@ pub enum AgentMessage {
     /// The agent's own health, sent now and then on its own stream; answered by
     /// [`CollectorMessage::Noted`]. The collector keeps the latest per agent (for `/metrics`).
     Health(AgentHealth),
+    /// A [`Batch`], postcard-encoded and then deflated ([`compress_batch`]): what agents send,
+    /// since a batch's dimension names and sketches compress about four to one.
+    CompressedBatch(Vec<u8>),
+}
+
+/// Deflates a batch for [`AgentMessage::CompressedBatch`].
+pub fn compress_batch(batch: &Batch) -> Result<Vec<u8>, WireError> {
+    use std::io::Write;
+    let raw = postcard::to_stdvec(batch)?;
+    let mut z = flate2::write::DeflateEncoder::new(Vec::with_capacity(raw.len() / 3), flate2::Compression::default());
+    z.write_all(&raw).map_err(|e| WireError::Compression(e.to_string()))?;
+    z.finish().map_err(|e| WireError::Compression(e.to_string()))
+}
+
+/// Inflates and decodes a [`AgentMessage::CompressedBatch`], refusing to inflate past
+/// [`MAX_FRAME`] bytes (a small frame cannot make the collector allocate without bound).
+pub fn decompress_batch(deflated: &[u8]) -> Result<Batch, WireError> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(MAX_FRAME as u64 + 1)
+        .read_to_end(&mut raw)
+        .map_err(|e| WireError::Compression(e.to_string()))?;
+    if raw.len() > MAX_FRAME {
+        return Err(WireError::TooLarge(raw.len()));
+    }
+    Ok(postcard::from_bytes(&raw)?)
 }
 
 /// The agent process's own counters and gauges, as they are when sent (not deltas: the
@@ -134,6 +161,8 @@ pub enum WireError {
     TooLarge(usize),
     #[error("undecodable frame: {0}")]
     Decode(#[from] postcard::Error),
+    #[error("bad compressed batch: {0}")]
+    Compression(String),
 }
 
 /// Encodes a message as a length-prefixed frame.
@@ -198,6 +227,27 @@ mod tests {
         });
         assert_eq!(postcard::to_stdvec(&hello).unwrap()[0], 0);
         assert_eq!(postcard::to_stdvec(&CollectorMessage::Noted).unwrap(), [3]);
+    }
+
+    #[test]
+    fn compressed_batches_round_trip_and_cannot_inflate_without_bound() {
+        let mut r = HourRollup::new(Protocol::Icecast);
+        r.quarters[0].sessions = 9;
+        let b = Batch {
+            agent_id: "a".into(),
+            seq: 3,
+            rollups: vec![(HourKey { tenant: "t".into(), stream: "/s".into(), hour_ms: 0 }, r)],
+            counters: AgentCounters::default(),
+        };
+        assert_eq!(decompress_batch(&compress_batch(&b).unwrap()).unwrap(), b);
+        // 64 MiB of zeros deflate to a few KiB: refused once inflated past the frame limit.
+        use std::io::Write;
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&vec![0u8; 2 * MAX_FRAME]).unwrap();
+        let bomb = z.finish().unwrap();
+        assert!(bomb.len() < 200_000);
+        assert!(matches!(decompress_batch(&bomb), Err(WireError::TooLarge(_))));
+        assert!(decompress_batch(b"not deflate at all").is_err());
     }
 
     #[test]
