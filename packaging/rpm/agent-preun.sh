@@ -1,0 +1,4 @@
+# %preun of earshot-agent: $1 is 0 on erase, 1 or more on upgrade (keep running then).
+if [ "$1" -eq 0 ]; then
+    /usr/lib/earshot-agent/maint remove
+fi
