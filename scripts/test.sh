@@ -19,6 +19,13 @@ if [ ${#need[@]} -gt 0 ]; then
     $sudo_cmd systemctl stop haproxy icecast2 >/dev/null 2>&1 || true
 fi
 
+# The packages: built, installed with dpkg, checked, run by hand, purged (needs root).
+if [ "$(id -u)" -eq 0 ]; then
+    scripts/package-test.sh
+else
+    echo "package test skipped: it installs packages and needs root"
+fi
+
 # The end-to-end tests run the real binaries.
 cargo build --workspace --bins
 cargo test --workspace --lib --bins --tests -- --test-threads 2
