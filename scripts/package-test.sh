@@ -22,9 +22,14 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# Ports unlikely to be taken on a CI machine; the test sets them in the installed configs.
-QUIC_PORT=24433
-HTTP_PORT=28080
+# Ports picked free at run time; the test sets them in the installed configs.
+free_port() {  # a port on 127.0.0.1 that is free now ($1: tcp or udp)
+    python3 -c 'import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM)
+s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' "$1"
+}
+QUIC_PORT=$(free_port udp)
+HTTP_PORT=$(free_port tcp)
 TENANT=pkgtest
 AGENT=pkgtest-agent
 LOGDIR=/var/log/earshot-package-test
