@@ -1027,6 +1027,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_agent_of_another_protocol_version_gets_a_clear_refusal() {
+        let c = start().await;
+        let conn = raw_connect(&c, wire::ALPN).await.unwrap();
+        let hello = AgentMessage::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION + 1,
+            agent_id: "agent-1".into(),
+            token: "token-1".into(),
+            agent_version: "future".into(),
+        });
+        let reply = raw_request(&conn, &wire::encode_frame(&hello).unwrap()).await.unwrap();
+        match reply {
+            CollectorMessage::Refused { reason, retry: false } => {
+                assert!(reason.contains("protocol"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // An agent whose ALPN names another version does not get past TLS.
+        assert!(raw_connect(&c, b"earshot/2").await.is_err());
+    }
+
+    #[tokio::test]
     async fn batches_before_hello_are_refused() {
         let c = start().await;
         let conn = raw_connect(&c, wire::ALPN).await.unwrap();
