@@ -14,7 +14,7 @@ use earshot_common::wire::LiveSample;
 use earshot_tests::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const ADMIN_PASSWORD: &str = "adminpass";
+pub(crate) const ADMIN_PASSWORD: &str = "adminpass";
 const SOURCE_PASSWORD: &str = "srcpass";
 
 /// Icecast refuses to run as root; `<changeowner>` makes it drop to the package's user.
@@ -42,7 +42,7 @@ fn changeowner() -> String {
     format!("<changeowner><user>{user}</user><group>{group}</group></changeowner>")
 }
 
-fn icecast_config(dir: &Path, port: u16) -> String {
+pub(crate) fn icecast_config(dir: &Path, port: u16) -> String {
     let log = dir.join("log");
     std::fs::create_dir_all(&log).unwrap();
     // Icecast writes its logs after dropping root.
@@ -78,7 +78,7 @@ fn icecast_config(dir: &Path, port: u16) -> String {
 
 /// A source client (HTTP PUT, as `configs/source.py` does) feeding MPEG-1 layer III frames
 /// at about 128 kbit/s until its task is aborted. Returns once Icecast accepted it.
-async fn feed(icecast: SocketAddr, mount: &str, name: &str) -> tokio::task::JoinHandle<()> {
+pub(crate) async fn feed(icecast: SocketAddr, mount: &str, name: &str) -> tokio::task::JoinHandle<()> {
     let mut conn = tokio::net::TcpStream::connect(icecast).await.unwrap();
     // base64("source:srcpass")
     let auth = "c291cmNlOnNyY3Bhc3M=";
@@ -110,7 +110,7 @@ async fn feed(icecast: SocketAddr, mount: &str, name: &str) -> tokio::task::Join
 }
 
 /// A listener reading a mount until its task is aborted. Returns once audio flows.
-async fn listen(icecast: SocketAddr, mount: &str) -> tokio::task::JoinHandle<()> {
+pub(crate) async fn listen(icecast: SocketAddr, mount: &str) -> tokio::task::JoinHandle<()> {
     let mut conn = tokio::net::TcpStream::connect(icecast).await.unwrap();
     conn.write_all(format!("GET {mount} HTTP/1.0\r\nUser-Agent: VLC/3.0.18\r\n\r\n").as_bytes())
         .await

@@ -9,3 +9,7 @@ mod ground_truth;
 mod pipeline;
 mod rotation;
 mod live_api;
+mod fault_crash;
+mod fault_partition;
+mod fault_rotation;
+mod live_icecast_api;
