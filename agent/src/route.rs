@@ -40,8 +40,11 @@ pub struct Router {
 /// comparison or two on the hot path instead of a glob walk.
 struct PathPatterns {
     exact: Vec<Vec<u8>>,
-    /// `*.ext` patterns, as the extension (without the dot).
-    extensions: Vec<Vec<u8>>,
+    /// `*.ext` patterns, as the extension (without the dot) packed with its length: one
+    /// integer comparison each.
+    extensions: Vec<(usize, u64)>,
+    /// `*.ext` patterns with extensions too long to pack.
+    long_extensions: Vec<Vec<u8>>,
     suffixes: Vec<Vec<u8>>,
     prefixes: Vec<Vec<u8>>,
     general: Vec<Vec<u8>>,
@@ -50,14 +53,17 @@ struct PathPatterns {
 impl PathPatterns {
     fn new(patterns: &[String]) -> PathPatterns {
         let mut p =
-            PathPatterns { exact: vec![], extensions: vec![], suffixes: vec![], prefixes: vec![], general: vec![] };
+            PathPatterns { exact: vec![], extensions: vec![], long_extensions: vec![], suffixes: vec![], prefixes: vec![], general: vec![] };
         for pat in patterns {
             let b = pat.as_bytes();
             let stars = b.iter().filter(|&&c| c == b'*').count();
             match stars {
                 0 => p.exact.push(b.to_vec()),
                 1 if b.starts_with(b"*.") && !b[2..].contains(&b'.') && !b.contains(&b'/') => {
-                    p.extensions.push(b[2..].to_vec())
+                    match pack(&b[2..]) {
+                        Some(packed) => p.extensions.push((b.len() - 2, packed)),
+                        None => p.long_extensions.push(b[2..].to_vec()),
+                    }
                 }
                 1 if b[0] == b'*' => p.suffixes.push(b[1..].to_vec()),
                 1 if b[b.len() - 1] == b'*' => p.prefixes.push(b[..b.len() - 1].to_vec()),
@@ -69,10 +75,14 @@ impl PathPatterns {
 
     #[inline]
     fn matches(&self, path: &[u8], extension: Option<&[u8]>) -> bool {
-        if let Some(ext) = extension
-            && self.extensions.iter().any(|e| e.len() == ext.len() && e == ext)
-        {
-            return true;
+        if let Some(ext) = extension {
+            if let Some(packed) = pack(ext) {
+                if self.extensions.iter().any(|&(len, e)| len == ext.len() && e == packed) {
+                    return true;
+                }
+            } else if self.long_extensions.iter().any(|e| e == ext) {
+                return true;
+            }
         }
         self.suffixes.iter().any(|s| path.ends_with(s))
             || self.prefixes.iter().any(|s| path.starts_with(s))
@@ -157,6 +167,17 @@ fn strip_port(host: &[u8]) -> &[u8] {
     }
 }
 
+/// Up to eight bytes as an integer.
+#[inline]
+fn pack(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() > 8 {
+        return None;
+    }
+    let mut b = [0u8; 8];
+    b[..bytes.len()].copy_from_slice(bytes);
+    Some(u64::from_le_bytes(b))
+}
+
 /// The extension of a path's last segment ("aac" of "/hls/r1/seg_9.aac").
 fn extension(path: &[u8]) -> Option<&[u8]> {
     let dot = memchr::memrchr(b'.', path)?;
@@ -166,7 +187,7 @@ fn extension(path: &[u8]) -> Option<&[u8]> {
 
 /// The directory part of a path: "/hls/radio1/seg_9.aac" → "/hls/radio1"; "/x.m3u8" → "/".
 pub fn directory(path: &[u8]) -> &[u8] {
-    match path.iter().rposition(|&b| b == b'/') {
+    match memchr::memrchr(b'/', path) {
         Some(0) | None => b"/",
         Some(i) => &path[..i],
     }
