@@ -326,3 +326,326 @@ pub fn rfc3339(ms: i64) -> String {
     let (y, m, d) = earshot_common::time::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", tod / 3600, tod % 3600 / 60, tod % 60)
 }
+
+// ---------------------------------------------------------------------------------------
+// Fault injection (tests/e2e/fault_*.rs): random points, snapshots of every metric, network
+// namespaces, memory readings, files that must not hold a client address.
+// ---------------------------------------------------------------------------------------
+
+/// A small deterministic PRNG (xorshift64*) so a failing fault run can be replayed: the seed
+/// comes from `EARSHOT_FAULT_SEED` or the clock, and tests print it.
+pub struct FaultRng(u64);
+
+impl FaultRng {
+    pub fn from_env() -> FaultRng {
+        let seed = std::env::var("EARSHOT_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
+        eprintln!("fault seed: EARSHOT_FAULT_SEED={seed}");
+        FaultRng(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `[0, n)` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// A number of seconds from an environment variable (for longer local fault runs).
+pub fn env_secs(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// Every read endpoint's answer for `tenants` over `[from, to)`: summary, hourly and minute
+/// time series, by-hour, session lengths and every breakdown. Two deployments that merged
+/// the same lines give equal snapshots, byte for byte.
+pub fn metric_snapshot(d: &Deployment, tenants: &[String], from: i64, to: i64) -> Vec<(String, serde_json::Value)> {
+    let range = format!("from={}&to={}", rfc3339(from), rfc3339(to));
+    let mut out = Vec::new();
+    for t in tenants {
+        let base = format!("/api/v1/tenants/{t}/streaming");
+        let mut paths = vec![
+            format!("{base}/summary?{range}"),
+            format!("{base}/timeseries?{range}&granularity=hour"),
+            format!("{base}/timeseries?{range}&granularity=minute"),
+            format!("{base}/by-hour?{range}&tz=%2B05:30"),
+            format!("{base}/session-lengths?{range}"),
+        ];
+        for dim in ["stream", "protocol", "client", "device", "os", "country", "referrer", "source"] {
+            paths.push(format!("{base}/by/{dim}?{range}"));
+        }
+        for p in paths {
+            let v = d.api(&p);
+            out.push((p, v));
+        }
+    }
+    out
+}
+
+/// The first difference between two snapshots, for a readable failure.
+pub fn snapshot_diff(a: &[(String, serde_json::Value)], b: &[(String, serde_json::Value)]) -> Option<String> {
+    if a.len() != b.len() {
+        return Some(format!("{} answers vs {}", a.len(), b.len()));
+    }
+    a.iter().zip(b).find(|(x, y)| x != y).map(|((p, x), (_, y))| format!("{p}\n  got:  {y}\n  want: {x}"))
+}
+
+/// Peak resident memory of a running process (VmHWM, KiB), if it is still there.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Runs `cmd` to its end, sampling its peak resident memory: (output, peak KiB).
+pub fn run_measuring_memory(cmd: &mut Command) -> (std::process::Output, u64) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let pid = child.id();
+    let mut peak = 0;
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut out, &mut b).ok();
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut b).ok();
+        b
+    });
+    loop {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let stdout = t_out.join().unwrap();
+            let stderr = t_err.join().unwrap();
+            return (std::process::Output { status, stdout, stderr }, peak);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Rewrites a config file in place.
+pub fn edit_file(path: &Path, f: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(path, f(text)).unwrap();
+}
+
+/// Points an agent config at live log files (`[inputs] files`).
+pub fn set_agent_files(config: &Path, files: &[PathBuf]) {
+    let list: Vec<String> = files.iter().map(|f| format!("{:?}", f.display().to_string())).collect();
+    edit_file(config, |t| t.replace("files = []", &format!("files = [{}]", list.join(", "))));
+}
+
+/// `earshot-agent run --config CONFIG`, stderr appended to `log`.
+pub fn spawn_agent_run(config: &Path, log: &Path, rust_log: &str) -> Proc {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    Proc::spawn(
+        "earshot-agent",
+        Command::new(bin("earshot-agent"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::null())
+            .stderr(log),
+    )
+}
+
+/// `earshot-agent notify` until a running agent answers.
+pub fn notify_agent(config: &Path, path: &Path) {
+    wait_for(Duration::from_secs(15), || {
+        Command::new(bin("earshot-agent"))
+            .args(["notify", "--config"])
+            .arg(config)
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .ok()
+            .filter(|s| s.success())
+    })
+    .expect("the agent answers notify");
+}
+
+/// Splits a generated log into chunks of `lines` lines (decompressing gzip), written as
+/// `dir/NAME-00001`, `dir/NAME-00002`, … in order with increasing mtimes, as logrotate's
+/// `dateext` would leave them. Returns the chunk paths, oldest first.
+pub fn split_log(files: &[PathBuf], lines: usize, dir: &Path, name: &str) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut all = Vec::new();
+    for f in files {
+        let raw = std::fs::read(f).unwrap();
+        let text = if raw.starts_with(&[0x1f, 0x8b]) {
+            Command::new("gzip").arg("-dc").arg(f).output().unwrap().stdout
+        } else {
+            raw
+        };
+        all.extend(text.split_inclusive(|b| *b == b'\n').map(<[u8]>::to_vec));
+    }
+    let base = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    let mut out = Vec::new();
+    for (i, chunk) in all.chunks(lines).enumerate() {
+        let path = dir.join(format!("{name}-{:05}", i + 1));
+        std::fs::write(&path, chunk.concat()).unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(base + Duration::from_secs(i as u64)).unwrap();
+        out.push(path);
+    }
+    out
+}
+
+/// Every tenant the generator's sessions name, sorted.
+pub fn tenants_of(sessions: &[earshot_loadgen::TruthSession]) -> Vec<String> {
+    let mut t: Vec<String> = sessions.iter().map(|s| s.tenant.clone()).collect();
+    t.sort();
+    t.dedup();
+    t
+}
+
+/// The client addresses in HAProxy log lines (the token before `:port` after the syslog
+/// envelope), as text.
+pub fn client_ips_in(files: &[PathBuf]) -> std::collections::BTreeSet<String> {
+    let mut ips = std::collections::BTreeSet::new();
+    for f in files {
+        let raw = std::fs::read(f).unwrap();
+        let text = if raw.starts_with(&[0x1f, 0x8b]) {
+            Command::new("gzip").arg("-dc").arg(f).output().unwrap().stdout
+        } else {
+            raw
+        };
+        for line in String::from_utf8_lossy(&text).lines() {
+            // `…]: 203.0.113.7:51234 [28/Nov/2026:…` or `… haproxy: [2001:db8::1]:5123 [` / `2001:db8::1:5123 [`
+            for token in line.split_whitespace() {
+                let t = token.trim_start_matches('[');
+                if let Some((ip, port)) = t.rsplit_once(':') {
+                    let ip = ip.trim_end_matches(']');
+                    if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() && ip.parse::<std::net::IpAddr>().is_ok() {
+                        ips.insert(ip.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    ips
+}
+
+/// Files under `root` (recursively) whose bytes contain one of `needles`: (file, needle).
+pub fn files_containing(root: &Path, needles: &std::collections::BTreeSet<String>) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap().flatten() {
+                stack.push(e.path());
+            }
+        } else if meta.is_file()
+            && let Ok(bytes) = std::fs::read(&p)
+            && let Some(n) = bytes_containing(&bytes, needles)
+        {
+            found.push((p, n));
+        }
+    }
+    found
+}
+
+/// The first of `needles` found in `bytes` as a whole address (not part of a longer number).
+pub fn bytes_containing(bytes: &[u8], needles: &std::collections::BTreeSet<String>) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    // Scan address-like runs once, instead of searching for every needle.
+    let is_addr = |c: char| c.is_ascii_hexdigit() || c == '.' || c == ':';
+    let mut start = None;
+    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+        match (is_addr(c), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                let run = &text[s..i];
+                for cand in [run, run.rsplit_once(':').map_or(run, |(a, _)| a)] {
+                    if needles.contains(cand) {
+                        return Some(cand.to_string());
+                    }
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+impl Proc {
+    /// SIGSTOP: the process stays, but answers nothing (an unreachable peer).
+    pub fn pause(&self) {
+        let _ = Command::new("kill").arg("-STOP").arg(self.child.id().to_string()).status();
+    }
+
+    /// SIGCONT after [`Proc::pause`].
+    pub fn resume(&self) {
+        let _ = Command::new("kill").arg("-CONT").arg(self.child.id().to_string()).status();
+    }
+}
+
+/// A network namespace joined to the test's by a veth pair, for cutting the network between
+/// an agent (outside) and a collector (inside). Needs root; [`NetNs::create`] says None
+/// without it. Removed when dropped.
+pub struct NetNs {
+    pub name: String,
+    outer: String,
+    /// The address of the namespace's end (the collector listens here).
+    pub inner_ip: String,
+}
+
+impl NetNs {
+    pub fn create() -> Option<NetNs> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = std::process::id() % 100_000;
+        let name = format!("earshot-{id}-{n}");
+        let (outer, inner) = (format!("eo{id}x{n}"), format!("ei{id}x{n}"));
+        let net = format!("10.{}.{}", 100 + id % 100, (id / 100 + n * 7) % 250);
+        let ip = |args: &[&str]| Command::new("ip").args(args).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        if !ip(&["netns", "add", &name]) {
+            return None;
+        }
+        let ns = NetNs { name: name.clone(), outer: outer.clone(), inner_ip: format!("{net}.2") };
+        let ok = ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner])
+            && ip(&["link", "set", &inner, "netns", &name])
+            && ip(&["addr", "add", &format!("{net}.1/24"), "dev", &outer])
+            && ip(&["link", "set", &outer, "up"])
+            && ip(&["netns", "exec", &name, "ip", "addr", "add", &format!("{net}.2/24"), "dev", &inner])
+            && ip(&["netns", "exec", &name, "ip", "link", "set", &inner, "up"])
+            && ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        ok.then_some(ns)
+    }
+
+    /// Pulls the cable: every packet between the namespaces is lost.
+    pub fn cut(&self) {
+        let s = Command::new("ip").args(["link", "set", &self.outer, "down"]).status().unwrap();
+        assert!(s.success());
+    }
+
+    pub fn heal(&self) {
+        let s = Command::new("ip").args(["link", "set", &self.outer, "up"]).status().unwrap();
+        assert!(s.success());
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.outer]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+    }
+}

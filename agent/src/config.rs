@@ -31,6 +31,60 @@ pub struct AgentConfig {
     /// `[live]`: live listener counts from HAProxy stick tables and Icecast, polled by `run`
     /// and sent to the collector as datagrams. Without it nothing is polled.
     pub live: Option<crate::live::LiveConfig>,
+    /// `[spool]`: how much the agent keeps while the collector cannot take batches.
+    #[serde(default)]
+    pub spool: SpoolConfig,
+}
+
+/// The `[spool]` table: the bound on what waits for the collector.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Most bytes of unacknowledged batches kept in the spool (encoded size). When a commit
+    /// takes the spool past it, batches are dropped by `when_full`, logged as a warning and
+    /// counted (`earshot_agent_spool_dropped_batches_total` in the state, and in the log).
+    /// Default 1 GiB.
+    #[serde(default = "default_spool_max_bytes")]
+    pub max_bytes: u64,
+    /// Which batches go when the spool is full: `"drop_oldest"` (default: the newest hours
+    /// are kept, the oldest unsent ones are lost) or `"drop_newest"` (what is spooled stays;
+    /// new batches are dropped until the collector takes some).
+    #[serde(default)]
+    pub when_full: SpoolFullPolicy,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolFullPolicy {
+    #[default]
+    DropOldest,
+    DropNewest,
+}
+
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig { max_bytes: default_spool_max_bytes(), when_full: SpoolFullPolicy::default() }
+    }
+}
+
+/// Warns when a secrets file can be read by any user (the packages install secrets 0600 or
+/// 0640 root:earshot): the identity secret and tokens are what keeps listeners pseudonymous
+/// and agents authentic.
+pub fn warn_if_loose(path: &Path, key: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                "{key}: the file is readable by any user (mode {mode:04o}); it holds a secret: chmod 600 it"
+            );
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -277,6 +331,9 @@ impl AgentConfig {
         if let Some(live) = &self.live {
             live.validate().map_err(|e| invalid(&e.key, e.message))?;
         }
+        if self.spool.max_bytes < 64 * 1024 {
+            return Err(invalid("spool.max_bytes", "must be at least 65536".into()));
+        }
         Ok(())
     }
 
@@ -285,6 +342,7 @@ impl AgentConfig {
         let path = &self.secret_file;
         let raw = std::fs::read(path)
             .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        warn_if_loose(path, "secret_file");
         let text = String::from_utf8_lossy(&raw);
         let trimmed = text.trim();
         let secret = match hex::decode(trimmed) {

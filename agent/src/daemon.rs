@@ -23,7 +23,7 @@ use crate::follow::{Follower, fingerprint, lock, rotated_siblings};
 use crate::ingest::Ingestor;
 use crate::live::{Backoff, LivePoller, LiveStats, now_ms, send_sample};
 use crate::ship::Shipper;
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolCap};
 use earshot_common::wire::{AgentHealth, LiveSample};
 
 /// How often the log directories are looked at without a `notify`.
@@ -48,7 +48,8 @@ pub fn open_spool(config: &AgentConfig) -> Result<Arc<Mutex<Spool>>> {
         .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
     restrict_permissions(&config.state_dir);
     let path = config.state_dir.join("spool.db");
-    let spool = Spool::open(&path).with_context(|| format!("cannot open the spool {}", path.display()))?;
+    let mut spool = Spool::open(&path).with_context(|| format!("cannot open the spool {}", path.display()))?;
+    spool.set_cap(SpoolCap { max_bytes: config.spool.max_bytes, when_full: config.spool.when_full });
     Ok(Arc::new(Mutex::new(spool)))
 }
 
@@ -82,8 +83,9 @@ pub async fn ingest_and_ship(config: AgentConfig, files: Vec<PathBuf>, timeout: 
         for file in &files {
             let key = fingerprint(file)
                 .with_context(|| format!("cannot read {}", file.display()))?
+                .map(|k| follower.known_key(file, k))
                 .unwrap_or_default();
-            if key.is_empty() || follower.is_finished(&key) {
+            if key.is_empty() || !follower.has_unread(&key, file) {
                 tracing::info!(file = %file.display(), "already ingested (or empty); skipped");
                 continue;
             }
@@ -267,7 +269,7 @@ fn scan_loop(
                     break;
                 }
                 let key = match fingerprint(&path) {
-                    Ok(Some(k)) => k,
+                    Ok(Some(k)) => follower.known_key(&path, k),
                     Ok(None) => continue,
                     Err(e) => {
                         if reported.insert(path.display().to_string()) {
@@ -276,7 +278,7 @@ fn scan_loop(
                         continue;
                     }
                 };
-                if follower.is_finished(&key) {
+                if !follower.has_unread(&key, &path) {
                     continue;
                 }
                 let t0 = Instant::now();

@@ -73,6 +73,12 @@ fn rotation_rank(suffix: &str) -> u64 {
 
 /// SHA-256 of the first bytes of the decompressed content; None for an empty file.
 pub fn fingerprint(path: &Path) -> std::io::Result<Option<String>> {
+    fingerprint_prefix(path, FINGERPRINT_BYTES)
+}
+
+/// SHA-256 of the first `limit` bytes of the decompressed content (fewer if the file is
+/// shorter); None for an empty file.
+fn fingerprint_prefix(path: &Path, limit: usize) -> std::io::Result<Option<String>> {
     let file = std::fs::File::open(path)?;
     let mut head = [0u8; 2];
     let mut probe = std::io::BufReader::new(file);
@@ -88,8 +94,8 @@ pub fn fingerprint(path: &Path) -> std::io::Result<Option<String>> {
     } else {
         Box::new(probe)
     };
-    let mut buf = Vec::with_capacity(FINGERPRINT_BYTES);
-    content.by_ref().take(FINGERPRINT_BYTES as u64).read_to_end(&mut buf)?;
+    let mut buf = Vec::with_capacity(limit);
+    content.by_ref().take(limit as u64).read_to_end(&mut buf)?;
     if buf.is_empty() {
         return Ok(None);
     }
@@ -100,6 +106,9 @@ pub fn fingerprint(path: &Path) -> std::io::Result<Option<String>> {
 pub struct Follower {
     pub checkpoints: HashMap<String, Checkpoint>,
     max_line: usize,
+    /// Fingerprints of files that grew since they were read while shorter than the
+    /// fingerprint, mapped to the key they were read under.
+    aliases: HashMap<String, String>,
 }
 
 pub struct FileOutcome {
@@ -114,12 +123,56 @@ impl Follower {
             .into_iter()
             .map(|c| (c.file_key.clone(), c))
             .collect();
-        Ok(Follower { checkpoints, max_line })
+        Ok(Follower { checkpoints, max_line, aliases: HashMap::new() })
+    }
+
+    /// The key a file is known by. A file read while it was shorter than the fingerprint
+    /// (a quiet hour's log) and appended to since has a new fingerprint: it is recognised by
+    /// the hash of the bytes it had then, so its old lines are not read a second time.
+    pub fn known_key(&mut self, path: &Path, key: String) -> String {
+        if self.checkpoints.contains_key(&key) {
+            return key;
+        }
+        if let Some(alias) = self.aliases.get(&key) {
+            return alias.clone();
+        }
+        let short: Vec<(String, u64)> = self
+            .checkpoints
+            .values()
+            .filter(|c| c.offset > 0 && c.offset < FINGERPRINT_BYTES as u64)
+            .map(|c| (c.file_key.clone(), c.offset))
+            .collect();
+        for (old, len) in short {
+            if fingerprint_prefix(path, len as usize).ok().flatten().as_deref() == Some(old.as_str()) {
+                self.aliases.insert(key, old.clone());
+                return old;
+            }
+        }
+        key
     }
 
     /// Whether `key` was read to its end already.
     pub fn is_finished(&self, key: &str) -> bool {
         self.checkpoints.get(key).is_some_and(|c| c.finished)
+    }
+
+    /// Whether `path` (fingerprint `key`) has lines the agent has not read: a file never read
+    /// to its end, or a plain rotated file that grew past its checkpoint after it was read.
+    /// The latter is logrotate without a working `postrotate` (or the moment before it runs):
+    /// the syslog daemon keeps appending to the renamed file until it reopens its log, and
+    /// those lines must not be lost. Compressed files are written once and not re-checked.
+    pub fn has_unread(&self, key: &str, path: &Path) -> bool {
+        let Some(c) = self.checkpoints.get(key).filter(|c| c.finished) else {
+            return true;
+        };
+        let Ok(mut file) = std::fs::File::open(path) else {
+            return false;
+        };
+        let mut magic = [0u8; 2];
+        if file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b] {
+            return false;
+        }
+        file.metadata().is_ok_and(|m| m.len() > c.offset)
     }
 
     /// Reads `path` (fingerprint `key`) from its checkpoint to the end, committing every
@@ -178,8 +231,19 @@ impl Follower {
             finished,
         };
         let state = ingestor.save_state();
-        let seq = lock(spool).commit(rollups, counters, std::slice::from_ref(&checkpoint), &state)?;
-        self.checkpoints.insert(key.to_string(), checkpoint);
+        // A grown file is also recorded under its new fingerprint, so that after a restart
+        // (when the short checkpoint's offset has moved past the fingerprint's length) it is
+        // still known.
+        let mut checkpoints = vec![checkpoint.clone()];
+        for (new, old) in &self.aliases {
+            if old == key && !self.checkpoints.contains_key(new) {
+                checkpoints.push(Checkpoint { file_key: new.clone(), ..checkpoint.clone() });
+            }
+        }
+        let seq = lock(spool).commit(rollups, counters, &checkpoints, &state)?;
+        for c in checkpoints {
+            self.checkpoints.insert(c.file_key.clone(), c);
+        }
         Ok(seq)
     }
 }

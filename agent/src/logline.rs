@@ -860,11 +860,11 @@ fn parse_timers(s: &[u8]) -> Option<(usize, i64, bool)> {
     for &b in s {
         match b {
             b'0'..=b'9' => {
-                value = value * 10 + i64::from(b - b'0');
-                digits += 1;
-                if digits > 18 {
+                if digits >= 18 {
                     return None;
                 }
+                value = value * 10 + i64::from(b - b'0');
+                digits += 1;
             }
             b'/' if digits > 0 && count < 5 => {
                 count += 1;

@@ -14,6 +14,8 @@ use earshot_common::wire::{AgentCounters, Batch};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use crate::config::SpoolFullPolicy;
+
 /// How long a writer waits for another connection's lock before giving up.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -80,6 +82,21 @@ struct StoredBatch {
 pub struct Spool {
     conn: Connection,
     path: PathBuf,
+    cap: SpoolCap,
+}
+
+/// The bound on unacknowledged batches (`[spool]` of agent.toml) and what goes when it is hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpoolCap {
+    pub max_bytes: u64,
+    pub when_full: SpoolFullPolicy,
+}
+
+impl Default for SpoolCap {
+    fn default() -> Self {
+        let c = crate::config::SpoolConfig::default();
+        SpoolCap { max_bytes: c.max_bytes, when_full: c.when_full }
+    }
 }
 
 impl Spool {
@@ -89,6 +106,7 @@ impl Spool {
         let spool = Spool {
             conn,
             path: path.to_path_buf(),
+            cap: SpoolCap::default(),
         };
         spool.init().map_err(|e| spool.err(e))?;
         Ok(spool)
@@ -103,6 +121,79 @@ impl Spool {
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         self.conn.execute_batch("PRAGMA synchronous=FULL;")?;
         self.conn.execute_batch(SCHEMA)
+    }
+
+    /// Sets the bound applied after every commit.
+    pub fn set_cap(&mut self, cap: SpoolCap) {
+        self.cap = cap;
+    }
+
+    /// Batches dropped so far because the spool was full (kept across restarts).
+    pub fn dropped_batches(&self) -> Result<u64, SpoolError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'dropped_batches'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|n| n.unwrap_or(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Drops batches until the spool is within its cap: the oldest or the newest, by policy.
+    /// The last remaining batch is kept even if it alone is over the cap with `drop_oldest`
+    /// (it is the newest data). Returns how many were dropped now.
+    fn enforce_cap(&mut self) -> Result<u64, SpoolError> {
+        let cap = self.cap;
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sqlite_err(&path, e))?;
+        let dropped = (|| -> rusqlite::Result<u64> {
+            let mut total: i64 =
+                tx.query_row("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM batches", [], |r| r.get(0))?;
+            let mut dropped = 0u64;
+            let order = match cap.when_full {
+                SpoolFullPolicy::DropOldest => "ASC",
+                SpoolFullPolicy::DropNewest => "DESC",
+            };
+            while total as u64 > cap.max_bytes {
+                let count: i64 = tx.query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0))?;
+                if count == 0 || (count == 1 && cap.when_full == SpoolFullPolicy::DropOldest) {
+                    break;
+                }
+                let (seq, len): (i64, i64) = tx.query_row(
+                    &format!("SELECT seq, LENGTH(body) FROM batches ORDER BY seq {order} LIMIT 1"),
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                tx.execute("DELETE FROM batches WHERE seq = ?1", params![seq])?;
+                total -= len;
+                dropped += 1;
+            }
+            if dropped > 0 {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('dropped_batches', ?1)
+                     ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+                    params![dropped as i64],
+                )?;
+            }
+            Ok(dropped)
+        })()
+        .map_err(|e| sqlite_err(&path, e))?;
+        tx.commit().map_err(|e| sqlite_err(&path, e))?;
+        if dropped > 0 {
+            let total = self.dropped_batches().unwrap_or(0);
+            tracing::warn!(
+                dropped,
+                earshot_agent_spool_dropped_batches_total = total,
+                max_bytes = cap.max_bytes,
+                policy = ?cap.when_full,
+                "the spool is full (the collector has not taken batches): dropped {} batches; their numbers are lost",
+                match cap.when_full {
+                    SpoolFullPolicy::DropOldest => "the oldest",
+                    SpoolFullPolicy::DropNewest => "the newest",
+                }
+            );
+        }
+        Ok(dropped)
     }
 
     fn err(&self, source: rusqlite::Error) -> SpoolError {
@@ -168,6 +259,9 @@ impl Spool {
         .map_err(|e| sqlite_err(&path, e))?;
         // Dropping `tx` on an error above rolls everything back.
         tx.commit().map_err(|e| sqlite_err(&path, e))?;
+        if seq.is_some() {
+            self.enforce_cap()?;
+        }
         Ok(seq)
     }
 

@@ -45,6 +45,68 @@ pub struct CollectorConfig {
     /// Live listener counts (`/live`, `live/history`, `live/stream`).
     #[serde(default)]
     pub live: LiveConfig,
+    /// App downloads and engagement, `[sources.appstore]`, `[sources.google_play]`,
+    /// `[sources.matomo]`. Each poller runs only when its table is present.
+    #[serde(default)]
+    pub sources: SourcesConfig,
+    /// The platform's own events (`POST /api/v1/tenants/{tenant}/events`).
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// `[sources]`: where app downloads and engagement come from. The tables' keys are
+/// documented on their structs in `sources/`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    /// App Store Connect Sales reports: a team API key, the vendor number, app → tenant.
+    pub appstore: Option<crate::sources::appstore::AppStoreConfig>,
+    /// Google Play install statistics from the Play Console's Cloud Storage bucket.
+    pub google_play: Option<crate::sources::googleplay::GooglePlayConfig>,
+    /// Matomo: the server, a token file and tenant → site id.
+    pub matomo: Option<crate::sources::matomo::MatomoConfig>,
+}
+
+/// `[events]`: how long posted events are kept in memory, and how many at most.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Seconds an event is kept (what `GET …/events` can return). Default 7200 (2 h).
+    #[serde(default = "default_events_retention")]
+    pub retention_secs: u64,
+    /// The most events kept, all tenants together; past it the oldest are dropped (and
+    /// counted as `dropped`). Each event is at most 4 KiB, so this bounds the memory.
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retention_secs: default_events_retention(),
+            max_events: default_max_events(),
+        }
+    }
+}
+
+impl EventsConfig {
+    pub fn limits(&self) -> crate::events::EventLimits {
+        crate::events::EventLimits {
+            retention_ms: self.retention_secs as i64 * 1000,
+            max_events: self.max_events,
+        }
+    }
+}
+
+/// What an API token may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// Read its tenants' data (every GET).
+    #[default]
+    Read,
+    /// Only `POST …/events` for its tenants; it reads nothing.
+    Ingest,
 }
 
 /// `[live]`: the live listener counts the agents send as datagrams, kept in memory with their
@@ -157,6 +219,10 @@ pub struct ApiTokenEntry {
     pub token_sha256: Sha256Digest,
     /// Tenants this token may read; `"*"` = all, and the admin scope.
     pub tenants: Vec<String>,
+    /// `"read"` (default): reads its tenants. `"ingest"`: may only post events for its
+    /// tenants (`POST …/events`), for the platform's own event producers.
+    #[serde(default)]
+    pub scope: TokenScope,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -241,6 +307,12 @@ fn default_snapshot_interval() -> u64 {
 }
 fn default_heartbeat() -> u64 {
     15
+}
+fn default_events_retention() -> u64 {
+    7200
+}
+fn default_max_events() -> usize {
+    crate::events::DEFAULT_MAX_EVENTS
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -347,6 +419,19 @@ impl CollectorConfig {
                 "expected between 1 and 300 seconds".into(),
             ));
         }
+        if !(60..=7 * 86_400).contains(&self.events.retention_secs) {
+            return Err((
+                "events.retention_secs".into(),
+                "expected between 60 seconds and 7 days (604800)".into(),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.events.max_events) {
+            return Err((
+                "events.max_events".into(),
+                "expected between 1 and 1000000".into(),
+            ));
+        }
+        self.check_sources()?;
         let mut ids = BTreeSet::new();
         for (i, agent) in self.agents.iter().enumerate() {
             if agent.id.trim().is_empty() {
@@ -396,6 +481,94 @@ impl CollectorConfig {
         Ok(())
     }
 
+    /// `[sources.*]`: tenants named, ids in range.
+    fn check_sources(&self) -> Result<(), (String, String)> {
+        let named = |key: String, tenant: &str| {
+            if tenant.trim().is_empty() || tenant == ANY_TENANT {
+                Err((key, format!("expected a tenant name, got {tenant:?}")))
+            } else {
+                Ok(())
+            }
+        };
+        if let Some(a) = &self.sources.appstore {
+            if !(1..=365).contains(&a.backfill_days) {
+                return Err((
+                    "sources.appstore.backfill_days".into(),
+                    "expected between 1 and 365 days".into(),
+                ));
+            }
+            for (app, tenant) in &a.apps {
+                named(format!("sources.appstore.apps.{app}"), tenant)?;
+            }
+        }
+        if let Some(g) = &self.sources.google_play {
+            if g.bucket_name().is_empty() {
+                return Err((
+                    "sources.google_play.bucket".into(),
+                    "expected the bucket, e.g. \"pubsite_prod_rev_01234567890987654321\"".into(),
+                ));
+            }
+            for (package, tenant) in &g.packages {
+                named(format!("sources.google_play.packages.{package}"), tenant)?;
+            }
+        }
+        if let Some(m) = &self.sources.matomo {
+            for (tenant, site) in &m.sites {
+                named(format!("sources.matomo.sites.{tenant}"), tenant)?;
+                if *site == 0 {
+                    return Err((
+                        format!("sources.matomo.sites.{tenant}"),
+                        "expected a Matomo site id (idSite, 1 or more)".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The app downloads and Matomo cache, `state_dir/apps.db`.
+    pub fn apps_db_path(&self) -> PathBuf {
+        self.state_dir.join(crate::apps::APPS_DB_FILE)
+    }
+
+    /// The tenant an app is mapped to in `[sources.appstore] apps` or
+    /// `[sources.google_play] packages`.
+    pub fn app_owner(
+        &self,
+        store: crate::sources::Store,
+        app: &str,
+        apple_id: Option<&str>,
+    ) -> Option<String> {
+        match store {
+            crate::sources::Store::AppStore => self
+                .sources
+                .appstore
+                .as_ref()?
+                .tenant_for(app, apple_id)
+                .map(str::to_owned),
+            crate::sources::Store::GooglePlay => self
+                .sources
+                .google_play
+                .as_ref()?
+                .packages
+                .get(app)
+                .cloned(),
+        }
+    }
+
+    /// The tokens with `scope = "ingest"`, with the tenants they may post events for.
+    pub fn ingest_tokens(&self) -> Vec<crate::api::ApiToken> {
+        self.api_tokens
+            .iter()
+            .filter(|t| t.scope == TokenScope::Ingest)
+            .map(|t| crate::api::ApiToken {
+                name: t.name.clone(),
+                token_sha256: t.token_sha256.0,
+                tenants: t.tenants.clone(),
+            })
+            .collect()
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.state_dir.join(DATABASE_FILE)
     }
@@ -418,7 +591,12 @@ impl CollectorConfig {
                 .map(|t| crate::api::ApiToken {
                     name: t.name.clone(),
                     token_sha256: t.token_sha256.0,
-                    tenants: t.tenants.clone(),
+                    // An ingest token is known (so reading answers 403, not 401) but reads
+                    // no tenant.
+                    tenants: match t.scope {
+                        TokenScope::Read => t.tenants.clone(),
+                        TokenScope::Ingest => Vec::new(),
+                    },
                 })
                 .collect(),
             tenant_timezones: self
@@ -651,6 +829,124 @@ heartbeat_secs = 5
     #[test]
     fn zero_retention() {
         fails("retention_days = 0\n", "retention_days", "at least 1 day");
+    }
+
+    #[test]
+    fn sources_events_and_token_scopes() {
+        let text = format!(
+            r#"
+[[api_tokens]]
+name = "reader"
+token_sha256 = "{HASH}"
+tenants = ["radio1"]
+[[api_tokens]]
+name = "producer"
+token_sha256 = "{}"
+tenants = ["radio1"]
+scope = "ingest"
+[events]
+retention_secs = 600
+max_events = 50
+[sources.appstore]
+key_id = "2X9R4HXF34"
+issuer_id = "57246542-96fe-1a63-e053-0824d011072a"
+private_key_file = "/etc/earshot/AuthKey_2X9R4HXF34.p8"
+vendor_number = "85012345"
+apps = {{ "1234567890" = "radio1" }}
+[sources.google_play]
+service_account_file = "/etc/earshot/play.json"
+bucket = "gs://pubsite_prod_rev_01234567890987654321/stats/installs/"
+packages = {{ "com.example.radio" = "radio1" }}
+[sources.matomo]
+base_url = "https://matomo.example/"
+token_file = "/etc/earshot/matomo.token"
+sites = {{ radio1 = 3 }}
+"#,
+            "a".repeat(64)
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.api_tokens[0].scope, TokenScope::Read);
+        assert_eq!(c.api_tokens[1].scope, TokenScope::Ingest);
+        let api = c.api_config();
+        assert_eq!(api.tokens.len(), 2);
+        assert!(
+            api.tokens[1].tenants.is_empty(),
+            "an ingest token reads nothing"
+        );
+        let ingest = c.ingest_tokens();
+        assert_eq!(
+            (ingest.len(), ingest[0].tenants.as_slice()),
+            (1, &["radio1".to_string()][..])
+        );
+        assert_eq!(c.events.limits().retention_ms, 600_000);
+        assert_eq!(c.sources.appstore.as_ref().unwrap().backfill_days, 14);
+        assert_eq!(
+            c.sources.matomo.as_ref().unwrap().site_for("radio1"),
+            Some(3)
+        );
+        use crate::sources::Store;
+        assert_eq!(
+            c.app_owner(Store::AppStore, "sku", Some("1234567890"))
+                .as_deref(),
+            Some("radio1")
+        );
+        assert_eq!(
+            c.app_owner(Store::GooglePlay, "com.example.radio", None)
+                .as_deref(),
+            Some("radio1")
+        );
+        assert_eq!(c.app_owner(Store::GooglePlay, "other", None), None);
+        assert_eq!(
+            c.apps_db_path(),
+            Path::new("/var/lib/earshot-collector/apps.db")
+        );
+        let d = parse("").unwrap();
+        assert_eq!(
+            (d.events.retention_secs, d.events.max_events),
+            (7200, 10_000)
+        );
+        assert!(d.sources.appstore.is_none() && d.sources.matomo.is_none());
+    }
+
+    #[test]
+    fn source_and_event_mistakes() {
+        fails(
+            "[events]\nmax_events = 0\n",
+            "events.max_events",
+            "between 1",
+        );
+        fails(
+            "[events]\nretention_secs = 5\n",
+            "events.retention_secs",
+            "between 60",
+        );
+        fails(
+            &format!(
+                "[[api_tokens]]\nname = \"a\"\ntoken_sha256 = \"{HASH}\"\ntenants = [\"*\"]\nscope = \"write\"\n"
+            ),
+            "api_tokens[0].scope",
+            "unknown variant `write`",
+        );
+        fails(
+            "[sources.matomo]\nbase_url = \"https://m/\"\ntoken_file = \"/t\"\nsites = { radio1 = 0 }\n",
+            "sources.matomo.sites.radio1",
+            "site id",
+        );
+        fails(
+            "[sources.matomo]\nbase_url = \"https://m/\"\ntoken_file = \"/t\"\nsite = 1\n",
+            "sources.matomo.site",
+            "unknown field `site`",
+        );
+        fails(
+            "[sources.google_play]\nservice_account_file = \"/k\"\nbucket = \"b\"\npackages = { \"com.x\" = \"\" }\n",
+            "sources.google_play.packages.com.x",
+            "tenant name",
+        );
+        fails(
+            "[sources.itunes]\n",
+            "sources.itunes",
+            "unknown field `itunes`",
+        );
     }
 
     #[test]

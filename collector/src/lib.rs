@@ -12,3 +12,5 @@ pub mod live;
 pub mod tls;
 pub mod sources;
 pub mod sdnotify;
+pub mod events;
+pub mod apps;

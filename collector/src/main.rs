@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use earshot_collector::api::Services;
+use earshot_collector::apps::{self, AppsDb, EngagementSource};
 use earshot_collector::config::{self, CollectorConfig};
 use earshot_collector::init::{self, InitOptions};
-use earshot_collector::api::Services;
 use earshot_collector::link::{self, LinkServer};
 use earshot_collector::live::{LiveDb, LiveStore};
+use earshot_collector::sources::appstore::AppStoreClient;
+use earshot_collector::sources::googleplay::GooglePlayClient;
+use earshot_collector::sources::matomo::MatomoClient;
 use earshot_collector::store::Store;
 use earshot_collector::tls;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +65,22 @@ enum Command {
         /// Overwrite files that already exist (their old keys and tokens stop working).
         #[arg(long)]
         force: bool,
+    },
+    /// Imports App Store Connect Summary Sales reports (gzip or plain TSV) and Google Play
+    /// installs CSVs (`installs_<package>_<YYYYMM>_overview.csv` or `…_country.csv`) by hand,
+    /// for back-fill or without API keys. The store is told from each file's content. A
+    /// report imported again replaces its earlier rows: nothing is counted twice. Apps the
+    /// config maps to another tenant are skipped. Can run beside `run`.
+    ImportDownloads {
+        /// The collector's config file (for state_dir and the app → tenant maps).
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The tenant the downloads belong to.
+        #[arg(long)]
+        tenant: String,
+        /// Report files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Makes a token for a new agent and prints the config blocks for both sides. The
     /// collector's config file is not changed: add the printed [[agents]] block yourself.
@@ -128,6 +148,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             print!("{}", made.next_steps());
             Ok(())
         }
+        Command::ImportDownloads {
+            config,
+            tenant,
+            files,
+        } => import_downloads(&config, &tenant, &files),
         Command::EnrollAgent {
             config,
             name,
@@ -168,6 +193,8 @@ async fn run(config_path: &Path) -> Result<()> {
     let certs = tls::load_certs(&config.quic.cert_file).context("quic.cert_file")?;
     let fingerprint = tls::fingerprint(&certs[0]);
     let key = tls::load_key(&config.quic.key_file).context("quic.key_file")?;
+    warn_if_loose(&config.quic.key_file, "quic.key_file");
+    warn_if_loose(config_path, "the config (it holds token hashes)");
     let crypto = tls::server_crypto(certs, key)?;
     let live = Arc::new(LiveStore::new(config.live.settings()));
     let live_db = open_live_db(&config.live_db_path(), &live);
@@ -184,18 +211,25 @@ async fn run(config_path: &Path) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
     let http_addr = http.local_addr()?;
+    live.set_event_limits(config.events.limits());
+    let apps_path = config.apps_db_path();
+    let apps_db = Arc::new(
+        AppsDb::open(&apps_path)
+            .with_context(|| format!("cannot open the apps database {}", apps_path.display()))?,
+    );
+    let sources = open_sources(&config, &apps_db)?;
     let services = Services {
         live: live.clone(),
         heartbeat: Duration::from_secs(config.live.heartbeat_secs),
         link: link.stats(),
         agents: link.agent_board(),
         requests: Default::default(),
+        apps: Some(apps_db.clone()),
+        engagement: sources.engagement.clone(),
+        ingest_tokens: Arc::new(config.ingest_tokens()),
     };
-    let app = earshot_collector::api::router_with(
-        store.clone(),
-        Arc::new(config.api_config()),
-        services,
-    );
+    let app =
+        earshot_collector::api::router_with(store.clone(), Arc::new(config.api_config()), services);
 
     let shutdown = CancellationToken::new();
     let mut quic_task = tokio::spawn(link.serve(shutdown.clone()));
@@ -215,9 +249,12 @@ async fn run(config_path: &Path) -> Result<()> {
         config.retention_days,
         shutdown.clone(),
     ));
+    let poller_tasks = sources.spawn(&apps_db, &live, &shutdown);
     let reread = config_path.to_path_buf();
     earshot_collector::sdnotify::ready_watching_reload(Some(Box::new(move || {
-        CollectorConfig::load(&reread).map(|_| ()).map_err(|e| e.to_string())
+        CollectorConfig::load(&reread)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     })))?;
     tracing::info!(
         quic = %quic_addr,
@@ -247,6 +284,9 @@ async fn run(config_path: &Path) -> Result<()> {
         let _ = http_task.await;
     }
     let _ = prune_task.await;
+    for task in poller_tasks {
+        let _ = task.await;
+    }
     // The last snapshot, after the link stopped taking samples.
     if let Ok(db) = live_task.await {
         save_live(&live, db).await;
@@ -352,4 +392,155 @@ async fn prune_loop(store: Store, retention_days: u32, shutdown: CancellationTok
             _ = shutdown.cancelled() => return,
         }
     }
+}
+
+/// Warns when a file holding a secret can be read by any user (the packages install them
+/// 0600 or 0640 root:earshot).
+fn warn_if_loose(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                "{what}: readable by others (mode {mode:04o}); chmod 600 it"
+            );
+        }
+    }
+}
+
+/// The configured app-store and Matomo clients, built at start so that a missing key file
+/// or a bad URL stops the collector with the key named.
+struct Sources {
+    appstore: Option<AppStoreClient>,
+    google_play: Option<GooglePlayClient>,
+    engagement: Option<Arc<EngagementSource>>,
+}
+
+fn open_sources(config: &CollectorConfig, db: &Arc<AppsDb>) -> Result<Sources> {
+    let s = &config.sources;
+    Ok(Sources {
+        appstore: s
+            .appstore
+            .clone()
+            .map(AppStoreClient::new)
+            .transpose()
+            .context("[sources.appstore]")?,
+        google_play: s
+            .google_play
+            .clone()
+            .map(GooglePlayClient::new)
+            .transpose()
+            .context("[sources.google_play]")?,
+        engagement: s
+            .matomo
+            .clone()
+            .map(MatomoClient::new)
+            .transpose()
+            .context("[sources.matomo]")?
+            .map(|c| Arc::new(EngagementSource::new(c, db.clone()))),
+    })
+}
+
+impl Sources {
+    /// Starts a poller for each configured source.
+    fn spawn(
+        self,
+        db: &Arc<AppsDb>,
+        live: &Arc<LiveStore>,
+        shutdown: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some(c) = self.appstore {
+            tracing::info!(
+                apps = c.config().apps.len(),
+                "App Store Connect poller started"
+            );
+            tasks.push(tokio::spawn(apps::poll::appstore_loop(
+                c,
+                db.clone(),
+                shutdown.clone(),
+            )));
+        }
+        if let Some(c) = self.google_play {
+            tracing::info!(
+                packages = c.config().packages.len(),
+                "Google Play poller started"
+            );
+            tasks.push(tokio::spawn(apps::poll::google_play_loop(
+                c,
+                db.clone(),
+                shutdown.clone(),
+            )));
+        }
+        if let Some(e) = self.engagement {
+            tracing::info!(
+                sites = e.client().config().sites.len(),
+                "Matomo live poller started"
+            );
+            tasks.push(tokio::spawn(apps::poll::matomo_live_loop(
+                e,
+                live.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tasks
+    }
+}
+
+/// `import-downloads`: each file is parsed and stored on its own; one bad file fails the
+/// command (after the others were imported), naming it.
+fn import_downloads(config_path: &Path, tenant: &str, files: &[PathBuf]) -> Result<()> {
+    let config = CollectorConfig::load(config_path)?;
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
+    let path = config.apps_db_path();
+    let db = AppsDb::open(&path)
+        .with_context(|| format!("cannot open the apps database {}", path.display()))?;
+    let mut failed = Vec::new();
+    for file in files {
+        let outcome = std::fs::read(file)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| {
+                Ok(apps::import::import_report(
+                    &db,
+                    tenant,
+                    &bytes,
+                    |store, app, apple_id| config.app_owner(store, app, apple_id),
+                    jiff::Timestamp::now().as_millisecond(),
+                )?)
+            });
+        match outcome {
+            Ok(o) => {
+                let days = match (o.first_day, o.last_day) {
+                    (Some(a), Some(b)) if a == b => a.to_string(),
+                    (Some(a), Some(b)) => format!("{a}..{b}"),
+                    _ => "no days".to_string(),
+                };
+                println!(
+                    "{}: {} report, {} rows ({} replaced) for tenant {tenant}, apps {}, {days}",
+                    file.display(),
+                    o.store.as_str(),
+                    o.rows,
+                    o.replaced,
+                    o.apps.iter().cloned().collect::<Vec<_>>().join(", "),
+                );
+                for (app, owner) in &o.skipped {
+                    println!("  skipped {app}: the config maps it to tenant {owner}");
+                }
+            }
+            Err(e) => {
+                eprintln!("{}: {e:#}", file.display());
+                failed.push(file.display().to_string());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} file(s) not imported: {}",
+            failed.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
 }

@@ -13,3 +13,7 @@ mod fault_crash;
 mod fault_partition;
 mod fault_rotation;
 mod live_icecast_api;
+mod fault_resources;
+mod apps;
+mod fault_security;
+mod fault_mangled;

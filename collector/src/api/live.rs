@@ -83,8 +83,23 @@ pub fn now_json(now: &TenantNow, stale_after_ms: i64) -> Value {
             "updated_at": rfc3339(h.updated_ms),
             "streams": h.streams.iter().map(stream_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "apps": now.engagement.map(|e| json!({
+            "visits": e.visits,
+            "actions": e.actions,
+            "visitors": e.visitors,
+            "visits_converted": e.visits_converted,
+            "last_minutes": e.last_minutes,
+            "updated_at": rfc3339(e.updated_ms),
+        })),
+        "events": {
+            "last_id": now.events.last_id.to_string(),
+            "dropped": now.events.dropped,
+        },
     })
 }
+
+/// The most events one `live/stream` message carries.
+const EVENTS_PER_MESSAGE: usize = 500;
 
 pub(super) async fn live_now(
     State(st): State<AppState>,
@@ -190,6 +205,8 @@ struct Follower {
     changes: watch::Receiver<u64>,
     /// The version the client has: from `Last-Event-ID`, then the last one sent.
     has: Option<u64>,
+    /// The last event id sent: from `Last-Event-ID`, else the tenant's last event at connect.
+    events_after: u64,
     first: bool,
 }
 
@@ -201,7 +218,26 @@ fn follow(f: Follower) -> impl Stream<Item = Result<Event, Infallible>> {
             }
             // Mark before reading, so a change after the read wakes `changed` below.
             f.changes.borrow_and_update();
-            let now = f.live.now(&f.tenant);
+            let (now, events) =
+                f.live
+                    .now_with_events(&f.tenant, f.events_after, EVENTS_PER_MESSAGE);
+            // Events before the state: their ids are at most its version, so the id a
+            // client last saw covers both.
+            if let Some(last) = events.last().map(|e| e.id) {
+                f.events_after = last;
+                let data = json!({
+                    "tenant": f.tenant,
+                    "events": events.iter().map(crate::events::Event::to_json).collect::<Vec<_>>(),
+                });
+                let mut event = Event::default()
+                    .event("events")
+                    .id(last.to_string())
+                    .data(data.to_string());
+                if std::mem::take(&mut f.first) {
+                    event = event.retry(RECONNECT_AFTER);
+                }
+                return Some((Ok(event), f));
+            }
             if f.has != Some(now.version) {
                 f.has = Some(now.version);
                 let data = now_json(&now, f.live.settings().stale_after_ms).to_string();
@@ -235,6 +271,7 @@ pub(super) async fn live_stream(
     let live = st.services.live.clone();
     let follower = Follower {
         changes: live.subscribe(),
+        events_after: has.unwrap_or_else(|| live.last_event_id(&tenant)),
         live,
         tenant,
         has,

@@ -4,7 +4,9 @@
 //! [`crate::query`]. `openapi.rs` describes exactly what this module serves; change both
 //! together.
 
+mod apps;
 mod auth;
+mod events;
 mod live;
 mod metrics;
 mod openapi;
@@ -160,6 +162,12 @@ pub struct Services {
     pub link: Arc<crate::link::LinkStats>,
     pub agents: Arc<crate::link::AgentBoard>,
     pub requests: Arc<RequestStats>,
+    /// App downloads (`state_dir/apps.db`); `None`: `apps/downloads` answers 404.
+    pub apps: Option<Arc<crate::apps::AppsDb>>,
+    /// Matomo reports (`[sources.matomo]`); `None`: `apps/engagement` answers 404.
+    pub engagement: Option<Arc<crate::apps::EngagementSource>>,
+    /// Tokens with `scope = "ingest"` (they may `POST …/events` for their tenants).
+    pub ingest_tokens: Arc<Vec<ApiToken>>,
 }
 
 impl Default for Services {
@@ -171,6 +179,9 @@ impl Default for Services {
             link: Default::default(),
             agents: Default::default(),
             requests: Default::default(),
+            apps: None,
+            engagement: None,
+            ingest_tokens: Default::default(),
         }
     }
 }
@@ -197,13 +208,35 @@ pub fn router_with(store: Store, config: Arc<ApiConfig>, services: Services) -> 
         .route("/api/v1/tenants", get(tenants))
         .nest("/api/v1/tenants/{tenant}/streaming", streaming)
         .route("/api/v1/tenants/{tenant}/live", get(live::live_now))
-        .route("/api/v1/tenants/{tenant}/live/history", get(live::live_history))
-        .route("/api/v1/tenants/{tenant}/live/stream", get(live::live_stream))
+        .route(
+            "/api/v1/tenants/{tenant}/live/history",
+            get(live::live_history),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/live/stream",
+            get(live::live_stream),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/apps/downloads",
+            get(apps::downloads),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/apps/downloads/by/{dimension}",
+            get(apps::downloads_by),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/apps/engagement",
+            get(apps::engagement),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/events",
+            get(events::get_events).post(events::post_events),
+        )
         .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed; the API only answers GET",
+                "method not allowed; the API answers GET (and POST on `…/events`)",
             )
         })
         .layer(axum::middleware::from_fn_with_state(

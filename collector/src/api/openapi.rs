@@ -288,7 +288,174 @@ pub fn document() -> Value {
         }
     });
     add_live_and_metrics(&mut doc);
+    add_apps_and_events(&mut doc);
     doc
+}
+
+/// App downloads, Matomo engagement and the platform's events (see `apps.rs`, `events.rs`).
+fn add_apps_and_events(doc: &mut Value) {
+    let json_ok = |schema: &str| json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
+    let responses = |ok: Value, extra: &[(u16, &str)]| {
+        let mut r = errors(&[400, 401, 403, 500]);
+        r.insert("200".into(), ok);
+        for (code, text) in extra {
+            r.insert(code.to_string(), error_response(text));
+        }
+        Value::Object(r)
+    };
+    let day = |name: &str, what: &str| json!({"name": name, "in": "query", "required": true, "description": what, "schema": {"type": "string"}});
+    let from = day(
+        "from",
+        "First day, YYYY-MM-DD (or an RFC 3339 time: its date in the tenant's time zone).",
+    );
+    let to = day(
+        "to",
+        "Day after the last, YYYY-MM-DD: the range is [from, to). An RFC 3339 time after midnight counts its day in.",
+    );
+    let granularity = json!({"name": "granularity", "in": "query", "required": false, "schema": {"type": "string", "enum": ["day", "week", "month"], "default": "day"}, "description": "Bucket size of the rows (weeks start on Monday); buckets are clipped to the range."});
+    let store = json!({"name": "store", "in": "query", "required": false, "schema": {"type": "string", "enum": ["app_store", "google_play"]}});
+    let app = json!({"name": "app", "in": "query", "required": false, "description": "One app: Apple SKU or Google package name.", "schema": {"type": "string"}});
+    let paths = &mut doc["paths"];
+    paths["/api/v1/tenants/{tenant}/apps/downloads"] = json!({"get": {
+        "summary": "App downloads",
+        "description": "Downloads per store and app over the range, from App Store Connect Summary Sales reports (downloads = first-time downloads 1/1F/1T/F1 net of refunds, redownloads = 3/3F, updates = 7/7F/7T/F7; no uninstalls) and Google Play installs reports (downloads = Daily User Installs, updates = Daily Device Upgrades, uninstalls = Daily Device Uninstalls; no redownloads). A count is null where the store does not report it. Per app and day, Google's overview row is used when imported, else the sum of its country rows. Counts may be decimals (Apple's Units are DECIMAL(18,2)).",
+        "parameters": [param_ref("Tenant"), from, to, granularity, store, app],
+        "responses": responses(json_ok("AppDownloads"), &[(404, "No apps database on this collector.")])
+    }});
+    paths["/api/v1/tenants/{tenant}/apps/downloads/by/{dimension}"] = json!({"get": {
+        "summary": "App downloads by country",
+        "description": "dimension must be `country`. Country rows only (Apple's Country Code, Google's country file), highest downloads first; apps whose reports have no country breakdown in the range are listed in apps_without_country.",
+        "parameters": [param_ref("Tenant"), {"name": "dimension", "in": "path", "required": true, "schema": {"type": "string", "enum": ["country"]}}, day("from", "First day (as for apps/downloads)."), day("to", "Day after the last."), store, app],
+        "responses": responses(json_ok("AppDownloadsByCountry"), &[(404, "Unknown dimension, or no apps database.")])
+    }});
+    paths["/api/v1/tenants/{tenant}/apps/engagement"] = json!({"get": {
+        "summary": "App engagement (Matomo)",
+        "description": "Matomo's VisitsSummary.get, DevicesDetection.getType and DevicesDetection.getOsFamilies for the tenant's site, per day in the tenant's time zone, summed over the range: summary, timeseries and breakdowns by device type and OS family. Days are cached in the collector: a day fetched 2 hours after it ended is never fetched again; today is re-fetched at most every 5 minutes. nb_uniq_visitors and nb_users are given for one-day ranges and buckets only (Matomo's unique counts cannot be summed). The live counters (Live.getCounters, polled every minute) are under /live as `apps`.",
+        "parameters": [param_ref("Tenant"), day("from", "First day."), day("to", "Day after the last."), granularity],
+        "responses": responses(json_ok("AppEngagement"), &[(404, "Matomo not configured, or no site for the tenant."), (502, "Matomo failed or refused the token (the message says which).")])
+    }});
+    let mut post_responses = errors(&[400, 401, 403]);
+    post_responses.insert("202".into(), json!({"description": "Accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventsAccepted"}}}}));
+    post_responses.insert("413".into(), error_response("The body is over 2 MB."));
+    paths["/api/v1/tenants/{tenant}/events"] = json!({
+        "get": {
+            "summary": "Recent events",
+            "description": "The tenant's posted events kept in memory ([events] retention_secs, default 2 h; at most max_events of all tenants, the oldest dropped first and counted in `dropped`), oldest first. Poll with since=<last id seen>. A read token for the tenant.",
+            "parameters": [param_ref("Tenant"),
+                {"name": "since", "in": "query", "required": false, "schema": {"type": "string"}, "description": "An event id (events after it) or an RFC 3339 time (events whose `at` is not before it)."},
+                {"name": "type", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only events of this type."},
+                {"name": "stream", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only events with this stream."},
+                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}}],
+            "responses": responses(json_ok("Events"), &[])
+        },
+        "post": {
+            "summary": "Post events (JSON lines)",
+            "description": "One JSON object per line (application/x-ndjson), each with a string `type` (1-100 characters), optionally `at` (RFC 3339; default: when received) and `stream` (a string); other fields are kept as sent. At most 4096 bytes per line and 10000 lines per request. A bad line refuses the whole body (400, naming the line). Needs a token with scope = \"ingest\" for the tenant; a read token gets 403. Each event gets an id from the same sequence as live/stream and is pushed there as an `events` event.",
+            "parameters": [param_ref("Tenant")],
+            "requestBody": {"required": true, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+            "responses": post_responses
+        }
+    });
+    let counts = |extra: Value| {
+        let mut p = json!({
+            "downloads": {"type": "number", "nullable": true, "description": "First-time downloads/installs; null if not reported."},
+            "redownloads": {"type": "number", "nullable": true, "description": "Apple only."},
+            "updates": {"type": "number", "nullable": true},
+            "uninstalls": {"type": "number", "nullable": true, "description": "Google only."}
+        });
+        if let (Some(p), Value::Object(e)) = (p.as_object_mut(), extra) {
+            p.extend(e);
+        }
+        json!({"type": "object", "properties": p})
+    };
+    let bucket = counts(
+        json!({"from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date", "description": "Exclusive."}}),
+    );
+    let visit = json!({
+        "nb_visits": {"type": "integer"}, "nb_actions": {"type": "integer"},
+        "nb_uniq_visitors": {"type": "integer", "nullable": true}, "nb_users": {"type": "integer", "nullable": true},
+        "sum_visit_length": {"type": "integer", "description": "Seconds."}, "bounce_count": {"type": "integer"},
+        "max_actions": {"type": "integer"}, "nb_visits_converted": {"type": "integer"},
+        "bounce_rate": {"type": "number", "nullable": true, "description": "0..1"},
+        "avg_time_on_site": {"type": "number", "nullable": true, "description": "Seconds."},
+        "nb_actions_per_visit": {"type": "number", "nullable": true}
+    });
+    let with_visit = |extra: Value| {
+        let mut p = visit.clone();
+        if let (Some(p), Value::Object(e)) = (p.as_object_mut(), extra) {
+            p.extend(e);
+        }
+        json!({"type": "object", "properties": p})
+    };
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["DownloadCounts"] = counts(json!({}));
+    schemas["DownloadBucket"] = bucket;
+    schemas["AppDownloads"] = json!({"type": "object", "properties": {
+        "tenant": {"type": "string"}, "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"},
+        "tz": {"type": "string"}, "granularity": {"type": "string"},
+        "store": {"type": "string", "nullable": true}, "app": {"type": "string", "nullable": true},
+        "totals": {"$ref": "#/components/schemas/DownloadCounts"},
+        "by_store": {"type": "array", "items": counts(json!({"store": {"type": "string"}}))},
+        "rows": {"type": "array", "description": "All apps, per bucket.", "items": {"$ref": "#/components/schemas/DownloadBucket"}},
+        "apps": {"type": "array", "items": {"type": "object", "properties": {
+            "store": {"type": "string"}, "app": {"type": "string"}, "apple_id": {"type": "string", "nullable": true},
+            "totals": {"$ref": "#/components/schemas/DownloadCounts"},
+            "rows": {"type": "array", "items": {"$ref": "#/components/schemas/DownloadBucket"}}
+        }}}
+    }});
+    schemas["AppDownloadsByCountry"] = json!({"type": "object", "properties": {
+        "tenant": {"type": "string"}, "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"},
+        "dimension": {"type": "string"},
+        "rows": {"type": "array", "items": counts(json!({"country": {"type": "string"}}))},
+        "apps_without_country": {"type": "array", "items": {"type": "object", "properties": {"store": {"type": "string"}, "app": {"type": "string"}}}}
+    }});
+    schemas["AppEngagement"] = json!({"type": "object", "properties": {
+        "tenant": {"type": "string"}, "site_id": {"type": "integer"},
+        "from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"},
+        "tz": {"type": "string"}, "granularity": {"type": "string"},
+        "fetched_days": {"type": "integer", "description": "Report-days fetched from Matomo for this answer (0: all from the cache)."},
+        "summary": with_visit(json!({})),
+        "timeseries": {"type": "array", "items": with_visit(json!({"from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}}))},
+        "by_device": {"type": "array", "items": with_visit(json!({"label": {"type": "string"}}))},
+        "by_os": {"type": "array", "items": with_visit(json!({"label": {"type": "string"}}))}
+    }});
+    schemas["Event"] = json!({"type": "object", "required": ["id", "type", "at", "received_at"], "additionalProperties": true, "properties": {
+        "id": {"type": "string"}, "type": {"type": "string"}, "stream": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"}, "received_at": {"type": "string", "format": "date-time"}
+    }});
+    schemas["Events"] = json!({"type": "object", "properties": {
+        "tenant": {"type": "string"},
+        "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+        "more": {"type": "boolean", "description": "More events matched than `limit`: ask again with since=<last id>."},
+        "last_id": {"type": "string"}, "retained": {"type": "integer"},
+        "dropped": {"type": "integer", "description": "The tenant's events dropped to stay under max_events since the collector started."},
+        "retention_seconds": {"type": "integer"}, "max_events": {"type": "integer"}
+    }});
+    schemas["EventsAccepted"] = json!({"type": "object", "properties": {
+        "tenant": {"type": "string"}, "accepted": {"type": "integer"},
+        "first_id": {"type": "string"}, "last_id": {"type": "string"},
+        "dropped": {"type": "integer", "description": "Older events dropped to make room."}
+    }});
+    let live = &mut schemas["LiveNow"]["properties"];
+    live["apps"] = json!({"type": "object", "nullable": true, "description": "Matomo Live.getCounters for the tenant's site over the last `last_minutes`, polled every minute; null without Matomo.", "properties": {
+        "visits": {"type": "integer"}, "actions": {"type": "integer"}, "visitors": {"type": "integer"},
+        "visits_converted": {"type": "integer"}, "last_minutes": {"type": "integer"},
+        "updated_at": {"type": "string", "format": "date-time"}
+    }});
+    live["events"] = json!({"type": "object", "properties": {
+        "last_id": {"type": "string", "description": "The tenant's last event id (\"0\": none)."},
+        "dropped": {"type": "integer"}
+    }});
+    let stream = &mut paths_desc(doc, "/api/v1/tenants/{tenant}/live/stream");
+    stream.push_str(" Posted events come as `events` events (data {\"tenant\", \"events\": [...]}, id the last event's id), always before the `live` event of the same change; reconnecting with Last-Event-ID resumes after the last event seen.");
+    doc["paths"]["/api/v1/tenants/{tenant}/live/stream"]["get"]["description"] = json!(stream);
+}
+
+fn paths_desc(doc: &Value, path: &str) -> String {
+    doc["paths"][path]["get"]["description"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// The live endpoints and `/metrics` (see `live.rs` and `metrics.rs`).

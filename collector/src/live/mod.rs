@@ -16,6 +16,7 @@
 //!   and stream) changes, and versions only grow, across restarts too: they are event ids of
 //!   `live/stream`, which a client sends back as `Last-Event-ID`.
 
+pub mod feeds;
 mod history;
 pub mod snapshot;
 
@@ -27,6 +28,7 @@ use earshot_common::Protocol;
 use earshot_common::wire::LiveSample;
 use tokio::sync::watch;
 
+pub use feeds::{EngagementNow, PushOutcome};
 pub use history::{Point, RESOLUTION_MS, Series};
 pub use snapshot::{LiveDb, SnapshotError};
 
@@ -81,6 +83,8 @@ struct TenantLive {
 struct Inner {
     tenants: BTreeMap<String, TenantLive>,
     last_id: u64,
+    /// Matomo live counters and the platform's events ([`feeds`]).
+    feeds: feeds::Feeds,
 }
 
 impl Inner {
@@ -167,6 +171,10 @@ pub struct TenantNow {
     pub by_stream: Vec<StreamNow>,
     pub by_protocol: Vec<(Protocol, u64)>,
     pub hosts: Vec<HostNow>,
+    /// Matomo's live counters for the tenant's site, if polled.
+    pub engagement: Option<EngagementNow>,
+    /// The tenant's posted events.
+    pub events: crate::events::TenantEvents,
 }
 
 /// A history answer: per (stream, protocol) and their total.
@@ -256,12 +264,15 @@ impl LiveStore {
             changed |= inner.refresh(tenant, now_ms, self.settings.stale_after_ms);
         }
         let cutoff = now_ms - self.settings.retention_ms;
-        inner.tenants.retain(|_, t| {
+        let Inner { tenants, feeds, .. } = &mut *inner;
+        feeds.events.expire(now_ms);
+        tenants.retain(|name, t| {
             for s in t.history.values_mut() {
                 s.prune(cutoff);
             }
             t.history.retain(|_, s| !s.is_empty());
             !(t.readings.is_empty() && t.history.is_empty() && t.published.is_empty())
+                || feeds.holds(name)
         });
         if changed {
             self.changed.send_replace(inner.last_id);
@@ -291,77 +302,7 @@ impl LiveStore {
 
     /// What `/live` reports for `tenant`: the values as of its last change.
     pub fn now(&self, tenant: &str) -> TenantNow {
-        let inner = self.lock();
-        let Some(t) = inner.tenants.get(tenant) else {
-            return TenantNow {
-                tenant: tenant.to_string(),
-                version: 0,
-                listeners: 0,
-                updated_ms: None,
-                by_stream: Vec::new(),
-                by_protocol: Vec::new(),
-                hosts: Vec::new(),
-            };
-        };
-        let received = |k: &ReadingKey| t.readings.get(k).map_or(0, |r| r.received_ms);
-        let mut streams: BTreeMap<(String, Protocol), StreamNow> = BTreeMap::new();
-        let mut hosts: BTreeMap<String, HostNow> = BTreeMap::new();
-        let mut protocols: BTreeMap<Protocol, u64> = BTreeMap::new();
-        for (k, &v) in &t.published {
-            let at = received(k);
-            let s = streams
-                .entry((k.stream.clone(), k.protocol))
-                .or_insert_with(|| StreamNow {
-                    stream: k.stream.clone(),
-                    protocol: k.protocol,
-                    listeners: 0,
-                    updated_ms: at,
-                });
-            s.listeners += v;
-            s.updated_ms = s.updated_ms.max(at);
-            *protocols.entry(k.protocol).or_default() += v;
-            let h = hosts.entry(k.host.clone()).or_insert_with(|| HostNow {
-                host: k.host.clone(),
-                listeners: 0,
-                updated_ms: at,
-                streams: Vec::new(),
-            });
-            h.listeners += v;
-            h.updated_ms = h.updated_ms.max(at);
-            h.streams.push(StreamNow {
-                stream: k.stream.clone(),
-                protocol: k.protocol,
-                listeners: v,
-                updated_ms: at,
-            });
-        }
-        let by_rank = |a: &StreamNow, b: &StreamNow| {
-            b.listeners
-                .cmp(&a.listeners)
-                .then_with(|| (&a.stream, a.protocol).cmp(&(&b.stream, b.protocol)))
-        };
-        let mut by_stream: Vec<StreamNow> = streams.into_values().collect();
-        by_stream.sort_by(by_rank);
-        let mut hosts: Vec<HostNow> = hosts.into_values().collect();
-        for h in &mut hosts {
-            h.streams.sort_by(by_rank);
-        }
-        hosts.sort_by(|a, b| {
-            b.listeners
-                .cmp(&a.listeners)
-                .then_with(|| a.host.cmp(&b.host))
-        });
-        let mut by_protocol: Vec<(Protocol, u64)> = protocols.into_iter().collect();
-        by_protocol.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        TenantNow {
-            tenant: tenant.to_string(),
-            version: t.version,
-            listeners: by_stream.iter().map(|s| s.listeners).sum(),
-            updated_ms: t.updated_ms,
-            by_stream,
-            by_protocol,
-            hosts,
-        }
+        self.lock().now_of(tenant)
     }
 
     /// Every tenant's sums now, per (stream, protocol): for `/metrics`.
@@ -461,6 +402,87 @@ impl LiveStore {
         }
         let last = inner.last_id;
         self.changed.send_replace(last);
+    }
+}
+
+impl Inner {
+    /// What `/live` reports for `tenant` (see [`LiveStore::now`]).
+    fn now_of(&self, tenant: &str) -> TenantNow {
+        let inner = self;
+        let Some(t) = inner.tenants.get(tenant) else {
+            return TenantNow {
+                tenant: tenant.to_string(),
+                version: 0,
+                listeners: 0,
+                updated_ms: None,
+                by_stream: Vec::new(),
+                by_protocol: Vec::new(),
+                hosts: Vec::new(),
+                engagement: inner.feeds.engagement.get(tenant).copied(),
+                events: inner.feeds.events.stats(tenant),
+            };
+        };
+        let received = |k: &ReadingKey| t.readings.get(k).map_or(0, |r| r.received_ms);
+        let mut streams: BTreeMap<(String, Protocol), StreamNow> = BTreeMap::new();
+        let mut hosts: BTreeMap<String, HostNow> = BTreeMap::new();
+        let mut protocols: BTreeMap<Protocol, u64> = BTreeMap::new();
+        for (k, &v) in &t.published {
+            let at = received(k);
+            let s = streams
+                .entry((k.stream.clone(), k.protocol))
+                .or_insert_with(|| StreamNow {
+                    stream: k.stream.clone(),
+                    protocol: k.protocol,
+                    listeners: 0,
+                    updated_ms: at,
+                });
+            s.listeners += v;
+            s.updated_ms = s.updated_ms.max(at);
+            *protocols.entry(k.protocol).or_default() += v;
+            let h = hosts.entry(k.host.clone()).or_insert_with(|| HostNow {
+                host: k.host.clone(),
+                listeners: 0,
+                updated_ms: at,
+                streams: Vec::new(),
+            });
+            h.listeners += v;
+            h.updated_ms = h.updated_ms.max(at);
+            h.streams.push(StreamNow {
+                stream: k.stream.clone(),
+                protocol: k.protocol,
+                listeners: v,
+                updated_ms: at,
+            });
+        }
+        let by_rank = |a: &StreamNow, b: &StreamNow| {
+            b.listeners
+                .cmp(&a.listeners)
+                .then_with(|| (&a.stream, a.protocol).cmp(&(&b.stream, b.protocol)))
+        };
+        let mut by_stream: Vec<StreamNow> = streams.into_values().collect();
+        by_stream.sort_by(by_rank);
+        let mut hosts: Vec<HostNow> = hosts.into_values().collect();
+        for h in &mut hosts {
+            h.streams.sort_by(by_rank);
+        }
+        hosts.sort_by(|a, b| {
+            b.listeners
+                .cmp(&a.listeners)
+                .then_with(|| a.host.cmp(&b.host))
+        });
+        let mut by_protocol: Vec<(Protocol, u64)> = protocols.into_iter().collect();
+        by_protocol.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        TenantNow {
+            tenant: tenant.to_string(),
+            version: t.version,
+            listeners: by_stream.iter().map(|s| s.listeners).sum(),
+            updated_ms: t.updated_ms,
+            by_stream,
+            by_protocol,
+            hosts,
+            engagement: inner.feeds.engagement.get(tenant).copied(),
+            events: inner.feeds.events.stats(tenant),
+        }
     }
 }
 
