@@ -441,3 +441,18 @@ mod tests {
         assert!(e.contains("hls_session_gap_secs"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod shipped_example {
+    use super::*;
+
+    /// The example the package installs as /etc/earshot/agent.toml parses (a `[collector]`
+    /// table is added at enrolment).
+    #[test]
+    fn the_packaged_agent_toml_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/agent.toml"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let config = toml::from_str::<AgentConfig>(&text).map_err(|e| e.to_string());
+        assert!(config.is_ok(), "{config:?}");
+    }
+}

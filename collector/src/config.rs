@@ -957,3 +957,16 @@ sites = {{ radio1 = 3 }}
         assert!(err.contains("/nonexistent/collector.toml"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod shipped_example {
+    use super::*;
+
+    /// The example the package installs as /etc/earshot/collector.toml is valid as it is.
+    #[test]
+    fn the_packaged_collector_toml_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/collector.toml"));
+        let text = std::fs::read_to_string(path).unwrap();
+        CollectorConfig::parse(&text, path).unwrap();
+    }
+}
