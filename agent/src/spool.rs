@@ -95,7 +95,10 @@ pub struct SpoolCap {
 impl Default for SpoolCap {
     fn default() -> Self {
         let c = crate::config::SpoolConfig::default();
-        SpoolCap { max_bytes: c.max_bytes, when_full: c.when_full }
+        SpoolCap {
+            max_bytes: c.max_bytes,
+            when_full: c.when_full,
+        }
     }
 }
 
@@ -131,9 +134,11 @@ impl Spool {
     /// Batches dropped so far because the spool was full (kept across restarts).
     pub fn dropped_batches(&self) -> Result<u64, SpoolError> {
         self.conn
-            .query_row("SELECT value FROM meta WHERE key = 'dropped_batches'", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'dropped_batches'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .optional()
             .map(|n| n.unwrap_or(0) as u64)
             .map_err(|e| self.err(e))
@@ -147,8 +152,11 @@ impl Spool {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sqlite_err(&path, e))?;
         let dropped = (|| -> rusqlite::Result<u64> {
-            let mut total: i64 =
-                tx.query_row("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM batches", [], |r| r.get(0))?;
+            let mut total: i64 = tx.query_row(
+                "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM batches",
+                [],
+                |r| r.get(0),
+            )?;
             let mut dropped = 0u64;
             let order = match cap.when_full {
                 SpoolFullPolicy::DropOldest => "ASC",

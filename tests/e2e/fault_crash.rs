@@ -44,10 +44,22 @@ fn prepare(seed: u64) -> Prepared {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let generated = earshot_loadgen::generate(&scenario(seed), &root.join("gen")).unwrap();
-    let chunks = split_log(&generated.files[0].1, 1_000, &root.join("logs"), "haproxy.log");
+    let chunks = split_log(
+        &generated.files[0].1,
+        1_000,
+        &root.join("logs"),
+        "haproxy.log",
+    );
     let tenants = tenants_of(&generated.sessions);
     let range = truth::all_time(&generated.sessions);
-    Prepared { _tmp: tmp, root, generated, chunks, tenants, range }
+    Prepared {
+        _tmp: tmp,
+        root,
+        generated,
+        chunks,
+        tenants,
+        range,
+    }
 }
 
 /// An uninterrupted `ingest` of every chunk: the snapshot faulted runs must equal, and how
@@ -57,13 +69,24 @@ fn reference(p: &Prepared) -> (Vec<(String, serde_json::Value)>, Duration) {
     let t0 = Instant::now();
     let out = d.ingest(1, &p.chunks, &[]);
     let took = t0.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let snap = metric_snapshot(&d, &p.tenants, p.range.0, p.range.1);
     // The reference itself is right: sessions equal the generator's truth.
     for t in &p.tenants {
         let want = truth::metrics(&p.generated.sessions, t, None, p.range.0, p.range.1);
-        let got = snap.iter().find(|(path, _)| path.contains(&format!("/{t}/streaming/summary"))).unwrap();
-        assert_eq!(got.1["sessions"].as_u64(), Some(want.sessions), "reference {t}");
+        let got = snap
+            .iter()
+            .find(|(path, _)| path.contains(&format!("/{t}/streaming/summary")))
+            .unwrap();
+        assert_eq!(
+            got.1["sessions"].as_u64(),
+            Some(want.sessions),
+            "reference {t}"
+        );
     }
     (snap, took)
 }
@@ -86,7 +109,12 @@ fn agent_ingest(config: &Path, files: &[PathBuf], log: &Path, extra: &[&str]) ->
 
 fn spool_state(state: &Path) -> (u64, usize) {
     let spool = earshot_agent::spool::Spool::open(&state.join("spool.db")).unwrap();
-    let finished = spool.checkpoints().unwrap().iter().filter(|c| c.finished).count();
+    let finished = spool
+        .checkpoints()
+        .unwrap()
+        .iter()
+        .filter(|c| c.finished)
+        .count();
     (spool.pending_count().unwrap(), finished)
 }
 
@@ -107,7 +135,11 @@ fn the_agent_killed_at_random_points_ships_every_line_once() {
         // spread over the whole way (reading and spooling first, then sending and acks).
         let share = t_ref.as_millis() as u64 * 2 / kills_wanted.max(1);
         loop {
-            let before = if state.join("spool.db").exists() { spool_state(&state) } else { (0, 0) };
+            let before = if state.join("spool.db").exists() {
+                spool_state(&state)
+            } else {
+                (0, 0)
+            };
             let log = p.root.join(format!("agent-{runs}-{kills}.log"));
             let mut agent = agent_ingest(&d.agent_config(1), &p.chunks, &log, &[]);
             std::thread::sleep(Duration::from_millis(40 + rng.below(share + 1)));
@@ -119,7 +151,11 @@ fn the_agent_killed_at_random_points_ships_every_line_once() {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let after = spool_state(&state);
             let phase = if !text.contains("files read; shipping") {
-                if after.1 > before.1 { "reading and spooling (some files committed)" } else { "starting or reading the first file" }
+                if after.1 > before.1 {
+                    "reading and spooling (some files committed)"
+                } else {
+                    "starting or reading the first file"
+                }
             } else if after.0 < before.0 + (after.1 - before.1) as u64 {
                 "acknowledged batches being deleted (acking)"
             } else if text.contains("connected to the collector") {
@@ -134,10 +170,16 @@ fn the_agent_killed_at_random_points_ships_every_line_once() {
         }
         // Restarted once more, it finishes; every metric equals the uninterrupted run's.
         let out = d.ingest(1, &p.chunks, &[]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got = metric_snapshot(&d, &p.tenants, p.range.0, p.range.1);
         if let Some(diff) = snapshot_diff(&want, &got) {
-            panic!("after {kills} kills (run {runs}), the API differs from the uninterrupted run: {diff}\nphases: {phases:?}");
+            panic!(
+                "after {kills} kills (run {runs}), the API differs from the uninterrupted run: {diff}\nphases: {phases:?}"
+            );
         }
     }
     eprintln!(
@@ -148,7 +190,11 @@ fn the_agent_killed_at_random_points_ships_every_line_once() {
 }
 
 fn start_collector_logged(d: &mut Deployment, rust_log: &str) {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(d.dir.join("collector.log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.dir.join("collector.log"))
+        .unwrap();
     d.collector = Some(Proc::spawn(
         "earshot-collector",
         Command::new(bin("earshot-collector"))
@@ -159,14 +205,20 @@ fn start_collector_logged(d: &mut Deployment, rust_log: &str) {
             .stderr(log),
     ));
     let ok = wait_for(Duration::from_secs(20), || {
-        http_get(d.http, "/healthz", None).ok().filter(|(s, _)| *s == 200).map(|_| ())
+        http_get(d.http, "/healthz", None)
+            .ok()
+            .filter(|(s, _)| *s == 200)
+            .map(|_| ())
     });
     assert!(ok.is_some(), "the collector did not become healthy");
 }
 
 fn merged_lines(log: &Path) -> (usize, usize) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    (text.matches("batch merged").count(), text.matches("batch seen before").count())
+    (
+        text.matches("batch merged").count(),
+        text.matches("batch seen before").count(),
+    )
 }
 
 #[test]
@@ -177,18 +229,32 @@ fn the_collector_killed_while_it_merges_merges_every_batch_once() {
     let mut rng = FaultRng::from_env();
 
     let mut d = Deployment::start(&p.root.join("faulted"), 1);
-    d.collector.take().unwrap().terminate(Duration::from_secs(10));
+    d.collector
+        .take()
+        .unwrap()
+        .terminate(Duration::from_secs(10));
     // The agent reads everything into its spool while the collector is down; it is stopped
     // once every file is committed.
     let state = d.dir.join("agent-state");
-    let mut agent = agent_ingest(&d.agent_config(1), &p.chunks, &p.root.join("spooling.log"), &[]);
+    let mut agent = agent_ingest(
+        &d.agent_config(1),
+        &p.chunks,
+        &p.root.join("spooling.log"),
+        &[],
+    );
     wait_for(Duration::from_secs(60), || {
-        std::fs::read_to_string(p.root.join("spooling.log")).ok().filter(|t| t.contains("files read; shipping")).map(|_| ())
+        std::fs::read_to_string(p.root.join("spooling.log"))
+            .ok()
+            .filter(|t| t.contains("files read; shipping"))
+            .map(|_| ())
     })
     .expect("the agent reads every file");
     agent.kill9();
     let (spooled, _) = spool_state(&state);
-    assert!(spooled as usize >= p.chunks.len(), "{spooled} batches spooled");
+    assert!(
+        spooled as usize >= p.chunks.len(),
+        "{spooled} batches spooled"
+    );
     copy_dir(&state, &p.root.join("spool-before-acks"));
 
     let log = d.dir.join("collector.log");
@@ -205,7 +271,12 @@ fn the_collector_killed_while_it_merges_merges_every_batch_once() {
         }
         let (merged_before, _) = merged_lines(&log);
         start_collector_logged(&mut d, "info,earshot_collector::link=debug");
-        let mut agent = agent_ingest(&d.agent_config(1), &p.chunks, &p.root.join(format!("ship-{kills}.log")), &[]);
+        let mut agent = agent_ingest(
+            &d.agent_config(1),
+            &p.chunks,
+            &p.root.join(format!("ship-{kills}.log")),
+            &[],
+        );
         // Kill at a random moment after the first merge of this life.
         let started = wait_for(Duration::from_secs(20), || {
             let (m, dup) = merged_lines(&log);
@@ -224,12 +295,19 @@ fn the_collector_killed_while_it_merges_merges_every_batch_once() {
     // Up again for good: the agent ships what is left.
     start_collector_logged(&mut d, "info");
     let out = d.ingest(1, &p.chunks, &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let got = metric_snapshot(&d, &p.tenants, p.range.0, p.range.1);
     if let Some(diff) = snapshot_diff(&want, &got) {
         panic!("after {kills} collector kills the API differs from the uninterrupted run: {diff}");
     }
-    assert!(in_merge >= kills_wanted * 2 / 3, "only {in_merge} of {kills} kills landed while merging");
+    assert!(
+        in_merge >= kills_wanted * 2 / 3,
+        "only {in_merge} of {kills} kills landed while merging"
+    );
     eprintln!(
         "collector SIGKILLed {kills} times ({in_merge} while merging a stream of batches; {merged_total} merges committed before the last kill; spool replayed {replays} times)"
     );

@@ -23,7 +23,9 @@ fn ingested(log: &Path) -> usize {
 }
 
 fn pending(state: &Path) -> u64 {
-    earshot_agent::spool::Spool::open(&state.join("spool.db")).map(|s| s.pending_count().unwrap_or(u64::MAX)).unwrap_or(u64::MAX)
+    earshot_agent::spool::Spool::open(&state.join("spool.db"))
+        .map(|s| s.pending_count().unwrap_or(u64::MAX))
+        .unwrap_or(u64::MAX)
 }
 
 /// Moves chunk files into the agent's log directory (renames keep their mtimes, so the agent
@@ -45,7 +47,15 @@ fn a_network_cut_between_agent_and_collector_loses_and_doubles_nothing() {
     let cut_secs = env_secs("EARSHOT_FAULT_CUT_SECS", 20);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let scenario = Scenario { seed: 33, hosts: 1, hours: 3, stations: 5, listeners: 600, start_ms: 1_795_906_800_000 - 2 * HOUR, ..Scenario::default() };
+    let scenario = Scenario {
+        seed: 33,
+        hosts: 1,
+        hours: 3,
+        stations: 5,
+        listeners: 600,
+        start_ms: 1_795_906_800_000 - 2 * HOUR,
+        ..Scenario::default()
+    };
     let generated = earshot_loadgen::generate(&scenario, &root.join("gen")).unwrap();
     let tenants = tenants_of(&generated.sessions);
     let (from, to) = truth::all_time(&generated.sessions);
@@ -53,7 +63,12 @@ fn a_network_cut_between_agent_and_collector_loses_and_doubles_nothing() {
     // The uninterrupted run: the same files, the same `run`, no fault.
     let reference = Deployment::start(&root.join("reference"), 1);
     let ref_logs = root.join("ref-logs");
-    let ref_chunks = split_log(&generated.files[0].1, 2_000, &root.join("ref-chunks"), "haproxy.log");
+    let ref_chunks = split_log(
+        &generated.files[0].1,
+        2_000,
+        &root.join("ref-chunks"),
+        "haproxy.log",
+    );
     std::fs::create_dir_all(&ref_logs).unwrap();
     set_agent_files(&reference.agent_config(1), &[ref_logs.join("haproxy.log")]);
     let ref_log = root.join("ref-agent.log");
@@ -63,31 +78,62 @@ fn a_network_cut_between_agent_and_collector_loses_and_doubles_nothing() {
 
     // The faulted run: the collector in its own network namespace.
     let ns = NetNs::create();
-    let method = if ns.is_some() { "veth link down between network namespaces" } else { "SIGSTOP of the collector" };
+    let method = if ns.is_some() {
+        "veth link down between network namespaces"
+    } else {
+        "SIGSTOP of the collector"
+    };
     let dir = root.join("faulted");
     let (quic, http) = (free_udp_port(), free_port());
-    let host = ns.as_ref().map_or("127.0.0.1".to_string(), |n| n.inner_ip.clone());
+    let host = ns
+        .as_ref()
+        .map_or("127.0.0.1".to_string(), |n| n.inner_ip.clone());
     run_ok(
         Command::new(bin("earshot-collector"))
             .args(["init", "--dir"])
             .arg(&dir)
-            .args(["--quic-listen", &format!("{host}:{quic}"), "--http-listen", &format!("{host}:{http}")]),
+            .args([
+                "--quic-listen",
+                &format!("{host}:{quic}"),
+                "--http-listen",
+                &format!("{host}:{http}"),
+            ]),
     );
-    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().to_string();
-    let mut d = Deployment { dir: dir.clone(), http: format!("{host}:{http}").parse().unwrap(), token, collector: None };
+    let token = std::fs::read_to_string(dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut d = Deployment {
+        dir: dir.clone(),
+        http: format!("{host}:{http}").parse().unwrap(),
+        token,
+        collector: None,
+    };
     let collector_log = std::fs::File::create(dir.join("collector.log")).unwrap();
     let mut cmd = match &ns {
         Some(ns) => ns.command(&bin("earshot-collector")),
         None => Command::new(bin("earshot-collector")),
     };
-    cmd.args(["run", "--config"]).arg(dir.join("collector.toml")).stdout(Stdio::null()).stderr(collector_log);
+    cmd.args(["run", "--config"])
+        .arg(dir.join("collector.toml"))
+        .stdout(Stdio::null())
+        .stderr(collector_log);
     d.collector = Some(Proc::spawn("earshot-collector", &mut cmd));
-    wait_for(Duration::from_secs(20), || http_get(d.http, "/healthz", None).ok().filter(|(s, _)| *s == 200))
-        .expect("the collector in its namespace is healthy");
+    wait_for(Duration::from_secs(20), || {
+        http_get(d.http, "/healthz", None)
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    })
+    .expect("the collector in its namespace is healthy");
 
     let logs = root.join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let chunks = split_log(&generated.files[0].1, 2_000, &root.join("chunks"), "haproxy.log");
+    let chunks = split_log(
+        &generated.files[0].1,
+        2_000,
+        &root.join("chunks"),
+        "haproxy.log",
+    );
     let third = chunks.len() / 3;
     set_agent_files(&d.agent_config(1), &[logs.join("haproxy.log")]);
     let agent_log = root.join("agent.log");
@@ -97,7 +143,10 @@ fn a_network_cut_between_agent_and_collector_loses_and_doubles_nothing() {
     // A third arrives while all is well.
     rotate_in(&chunks[..third], &logs, &d.agent_config(1));
     wait_ingested(&agent_log, third, Duration::from_secs(60));
-    wait_for(Duration::from_secs(30), || (pending(&state) == 0).then_some(())).expect("the first third is shipped");
+    wait_for(Duration::from_secs(30), || {
+        (pending(&state) == 0).then_some(())
+    })
+    .expect("the first third is shipped");
 
     // Cut. Another third is rotated and read during the cut: it can only be spooled.
     let t_cut = Instant::now();

@@ -15,14 +15,25 @@ use earshot_tests::*;
 fn content(path: &Path) -> Vec<u8> {
     let raw = std::fs::read(path).unwrap();
     if raw.starts_with(&[0x1f, 0x8b]) {
-        return Command::new("gzip").arg("-dc").arg(path).output().unwrap().stdout;
+        return Command::new("gzip")
+            .arg("-dc")
+            .arg(path)
+            .output()
+            .unwrap()
+            .stdout;
     }
     raw
 }
 
 fn append(path: &Path, bytes: &[u8]) {
     use std::io::Write;
-    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(bytes).unwrap();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
 }
 
 /// logrotate's numbering with `compress` + `delaycompress`: `.1` stays plain, older ones gz.
@@ -36,7 +47,14 @@ fn shift(dir: &Path) {
         if plain.exists() {
             let next = dir.join(format!("haproxy.log.{}", i + 1));
             std::fs::rename(&plain, &next).unwrap();
-            assert!(Command::new("gzip").arg("-f").arg(&next).status().unwrap().success());
+            assert!(
+                Command::new("gzip")
+                    .arg("-f")
+                    .arg(&next)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
         }
     }
 }
@@ -49,7 +67,10 @@ fn rotate(dir: &Path) {
 
 /// Splits at a line boundary near `at` bytes.
 fn split_at_line(bytes: &[u8], at: usize) -> (&[u8], &[u8]) {
-    let cut = bytes[..at.min(bytes.len())].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let cut = bytes[..at.min(bytes.len())]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
     bytes.split_at(cut)
 }
 
@@ -71,8 +92,10 @@ impl Agent<'_> {
     fn notify_and_wait(&mut self, files: usize) {
         notify_agent(&self.config, &self.live);
         let want = self.reads + files;
-        wait_for(Duration::from_secs(60), || (self.reads_now() >= want).then_some(()))
-            .unwrap_or_else(|| panic!("the agent read {} times, expected {want}", self.reads_now()));
+        wait_for(Duration::from_secs(60), || {
+            (self.reads_now() >= want).then_some(())
+        })
+        .unwrap_or_else(|| panic!("the agent read {} times, expected {want}", self.reads_now()));
         self.reads = self.reads_now();
     }
 }
@@ -80,7 +103,14 @@ impl Agent<'_> {
 #[test]
 fn misbehaving_rotations_count_every_line_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let scenario = Scenario { hosts: 1, hours: 9, stations: 3, listeners: 300, seed: 41, ..Scenario::default() };
+    let scenario = Scenario {
+        hosts: 1,
+        hours: 9,
+        stations: 3,
+        listeners: 300,
+        seed: 41,
+        ..Scenario::default()
+    };
     let generated = earshot_loadgen::generate(&scenario, &tmp.path().join("gen")).unwrap();
     let hours: Vec<Vec<u8>> = generated.files[0].1.iter().map(|p| content(p)).collect();
     assert_eq!(hours.len(), 9);
@@ -92,7 +122,13 @@ fn misbehaving_rotations_count_every_line_once() {
     set_agent_files(&d.agent_config(1), std::slice::from_ref(&live));
     let log = tmp.path().join("agent.log");
     let mut proc = spawn_agent_run(&d.agent_config(1), &log, "info");
-    let mut agent = Agent { config: d.agent_config(1), log: log.clone(), live: live.clone(), reads: 0, _d: &d };
+    let mut agent = Agent {
+        config: d.agent_config(1),
+        log: log.clone(),
+        live: live.clone(),
+        reads: 0,
+        _d: &d,
+    };
 
     // Hour 0: a plain rotation.
     append(&live, &hours[0]);
@@ -123,7 +159,11 @@ fn misbehaving_rotations_count_every_line_once() {
     agent.notify_and_wait(1);
     let one = logs.join("haproxy.log.1");
     let same = std::fs::read(&one).unwrap();
-    std::fs::OpenOptions::new().write(true).truncate(true).open(&one).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&one)
+        .unwrap();
     notify_agent(&agent.config, &live);
     std::thread::sleep(Duration::from_millis(500));
     append(&one, &same);
@@ -155,7 +195,13 @@ fn misbehaving_rotations_count_every_line_once() {
 
     let tenants = tenants_of(&generated.sessions);
     let (from, to) = truth::all_time(&generated.sessions);
-    let summary = |t: &str| d.api(&format!("/api/v1/tenants/{t}/streaming/summary?from={}&to={}", rfc3339(from), rfc3339(to)));
+    let summary = |t: &str| {
+        d.api(&format!(
+            "/api/v1/tenants/{t}/streaming/summary?from={}&to={}",
+            rfc3339(from),
+            rfc3339(to)
+        ))
+    };
     for t in &tenants {
         let want = truth::metrics(&generated.sessions, t, None, from, to);
         let got = wait_for(Duration::from_secs(60), || {
@@ -163,21 +209,50 @@ fn misbehaving_rotations_count_every_line_once() {
             (got["sessions"].as_u64() == Some(want.sessions)).then_some(got)
         })
         .unwrap_or_else(|| {
-            panic!("{t}: the API has {} sessions, the logs {}\n{}", summary(t)["sessions"], want.sessions, std::fs::read_to_string(&log).unwrap())
+            panic!(
+                "{t}: the API has {} sessions, the logs {}\n{}",
+                summary(t)["sessions"],
+                want.sessions,
+                std::fs::read_to_string(&log).unwrap()
+            )
         });
-        assert_eq!(got["short_sessions"].as_u64(), Some(want.short_sessions), "{t} short");
-        assert_eq!(got["bot_sessions"].as_u64(), Some(want.bot_sessions), "{t} bots");
-        assert_eq!(got["active_sessions"].as_u64(), Some(want.active_sessions), "{t} active");
-        assert_eq!(got["peak_concurrent"].as_u64(), Some(want.peak_concurrent), "{t} peak");
+        assert_eq!(
+            got["short_sessions"].as_u64(),
+            Some(want.short_sessions),
+            "{t} short"
+        );
+        assert_eq!(
+            got["bot_sessions"].as_u64(),
+            Some(want.bot_sessions),
+            "{t} bots"
+        );
+        assert_eq!(
+            got["active_sessions"].as_u64(),
+            Some(want.active_sessions),
+            "{t} active"
+        );
+        assert_eq!(
+            got["peak_concurrent"].as_u64(),
+            Some(want.peak_concurrent),
+            "{t} peak"
+        );
         let ls = got["listening_seconds"].as_f64().unwrap();
-        assert!((ls - want.listening_seconds).abs() < 1e-3, "{t}: listening {ls} vs {}", want.listening_seconds);
+        assert!(
+            (ls - want.listening_seconds).abs() < 1e-3,
+            "{t}: listening {ls} vs {}",
+            want.listening_seconds
+        );
     }
     // Nothing is read again later.
     notify_agent(&agent.config, &live);
     std::thread::sleep(Duration::from_secs(2));
     for t in &tenants {
         let want = truth::metrics(&generated.sessions, t, None, from, to);
-        assert_eq!(summary(t)["sessions"].as_u64(), Some(want.sessions), "{t} after a rescan");
+        assert_eq!(
+            summary(t)["sessions"].as_u64(),
+            Some(want.sessions),
+            "{t} after a rescan"
+        );
     }
     proc.terminate(Duration::from_secs(20));
 }

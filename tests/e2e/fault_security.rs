@@ -15,23 +15,48 @@ use earshot_loadgen::{Scenario, truth};
 use earshot_tests::*;
 
 fn small_logs(root: &Path, seed: u64) -> earshot_loadgen::Generated {
-    let s = Scenario { seed, hosts: 1, hours: 1, stations: 3, listeners: 200, ..Scenario::default() };
+    let s = Scenario {
+        seed,
+        hosts: 1,
+        hours: 1,
+        stations: 3,
+        listeners: 200,
+        ..Scenario::default()
+    };
     earshot_loadgen::generate(&s, &root.join("gen")).unwrap()
 }
 
 fn sessions(d: &Deployment, tenant: &str, g: &earshot_loadgen::Generated) -> u64 {
     let (from, to) = truth::all_time(&g.sessions);
-    d.api(&format!("/api/v1/tenants/{tenant}/streaming/summary?from={}&to={}", rfc3339(from), rfc3339(to)))["sessions"]
+    d.api(&format!(
+        "/api/v1/tenants/{tenant}/streaming/summary?from={}&to={}",
+        rfc3339(from),
+        rfc3339(to)
+    ))["sessions"]
         .as_u64()
         .unwrap()
 }
 
 fn sha256_hex(text: &str) -> String {
-    let mut child = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 fn stderr(out: &std::process::Output) -> String {
@@ -51,42 +76,95 @@ fn agents_need_their_credentials_their_tenants_and_the_right_collector() {
     std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").unwrap();
     let out = d.ingest(1, &files, &["--timeout-secs", "3"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("unknown agent") || stderr(&out).contains("wrong token"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown agent") || stderr(&out).contains("wrong token"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::write(&token_file, &good).unwrap();
     // Another agent's id with this token.
-    edit_file(&d.agent_config(1), |t| t.replace("agent_id = \"agent-1\"", "agent_id = \"agent-2\""));
+    edit_file(&d.agent_config(1), |t| {
+        t.replace("agent_id = \"agent-1\"", "agent_id = \"agent-2\"")
+    });
     let out = d.ingest(1, &files, &["--timeout-secs", "3"]);
-    assert!(!out.status.success(), "agent-1's token cannot speak for agent-2");
-    edit_file(&d.agent_config(1), |t| t.replace("agent_id = \"agent-2\"", "agent_id = \"agent-1\""));
+    assert!(
+        !out.status.success(),
+        "agent-1's token cannot speak for agent-2"
+    );
+    edit_file(&d.agent_config(1), |t| {
+        t.replace("agent_id = \"agent-2\"", "agent_id = \"agent-1\"")
+    });
     assert_eq!(sessions(&d, "radio001", &g), 0);
 
     // A collector with another certificate: a pin that does not match, then a CA file of
     // another deployment.
     let other = tmp.path().join("other");
-    run_ok(Command::new(bin("earshot-collector")).args(["init", "--dir"]).arg(&other));
+    run_ok(
+        Command::new(bin("earshot-collector"))
+            .args(["init", "--dir"])
+            .arg(&other),
+    );
     let config = d.agent_config(2);
     let text = std::fs::read_to_string(&config).unwrap();
-    let pin_line = text.lines().find(|l| l.starts_with("fingerprint")).unwrap().to_string();
-    std::fs::write(&config, text.replace(&pin_line, &format!("fingerprint = \"sha256:{}\"", "ab".repeat(32)))).unwrap();
+    let pin_line = text
+        .lines()
+        .find(|l| l.starts_with("fingerprint"))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &config,
+        text.replace(
+            &pin_line,
+            &format!("fingerprint = \"sha256:{}\"", "ab".repeat(32)),
+        ),
+    )
+    .unwrap();
     let out = d.ingest(2, &files, &["--timeout-secs", "3"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("fingerprint"), "{}", stderr(&out));
-    std::fs::write(&config, text.replace(&pin_line, &format!("ca_file = \"{}\"", other.join("collector.crt").display()))).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            &pin_line,
+            &format!("ca_file = \"{}\"", other.join("collector.crt").display()),
+        ),
+    )
+    .unwrap();
     let out = d.ingest(2, &files, &["--timeout-secs", "3"]);
-    assert!(!out.status.success(), "a CA of another deployment must not be trusted");
-    assert!(stderr(&out).to_lowercase().contains("certificate"), "{}", stderr(&out));
+    assert!(
+        !out.status.success(),
+        "a CA of another deployment must not be trusted"
+    );
+    assert!(
+        stderr(&out).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::write(&config, &text).unwrap();
     assert_eq!(sessions(&d, "radio001", &g), 0);
 
     // An agent allowed radio001 only, shipping logs of three tenants: the batch is refused whole.
-    d.collector.take().unwrap().terminate(Duration::from_secs(10));
-    edit_file(&d.dir.join("collector.toml"), |t| t.replacen("tenants = [\"*\"]", "tenants = [\"radio001\"]", 1));
+    d.collector
+        .take()
+        .unwrap()
+        .terminate(Duration::from_secs(10));
+    edit_file(&d.dir.join("collector.toml"), |t| {
+        t.replacen("tenants = [\"*\"]", "tenants = [\"radio001\"]", 1)
+    });
     d.start_collector();
     let out = d.ingest(1, &files, &["--timeout-secs", "3"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("may not report for tenant"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("may not report for tenant"),
+        "{}",
+        stderr(&out)
+    );
     for t in tenants_of(&g.sessions) {
-        assert_eq!(sessions(&d, &t, &g), 0, "{t}: nothing of a refused batch is merged");
+        assert_eq!(
+            sessions(&d, &t, &g),
+            0,
+            "{t}: nothing of a refused batch is merged"
+        );
     }
     // The allowed agent delivers the same lines.
     let out = d.ingest(2, &files, &[]);
@@ -102,30 +180,54 @@ fn an_api_token_reads_its_tenants_only_on_every_endpoint() {
     let out = d.ingest(1, &g.files[0].1, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let token = "radio001-reader-token-0123456789";
-    d.collector.take().unwrap().terminate(Duration::from_secs(10));
+    d.collector
+        .take()
+        .unwrap()
+        .terminate(Duration::from_secs(10));
     edit_file(&d.dir.join("collector.toml"), |t| {
-        format!("{t}\n[[api_tokens]]\nname = \"r1\"\ntoken_sha256 = \"{}\"\ntenants = [\"radio001\"]\n", sha256_hex(token))
+        format!(
+            "{t}\n[[api_tokens]]\nname = \"r1\"\ntoken_sha256 = \"{}\"\ntenants = [\"radio001\"]\n",
+            sha256_hex(token)
+        )
     });
     d.start_collector();
 
-    let openapi: serde_json::Value = serde_json::from_str(&http_get(d.http, "/api/v1/openapi.json", None).unwrap().1).unwrap();
+    let openapi: serde_json::Value =
+        serde_json::from_str(&http_get(d.http, "/api/v1/openapi.json", None).unwrap().1).unwrap();
     let (from, to) = truth::all_time(&g.sessions);
     let q = format!("from={}&to={}", rfc3339(from), rfc3339(to));
     let mut checked = 0;
     for path in openapi["paths"].as_object().unwrap().keys() {
-        let dimension = if path.contains("/apps/") { "country" } else { "client" };
-        let concrete = |tenant: &str| format!("{}?{q}", path.replace("{tenant}", tenant).replace("{dimension}", dimension));
+        let dimension = if path.contains("/apps/") {
+            "country"
+        } else {
+            "client"
+        };
+        let concrete = |tenant: &str| {
+            format!(
+                "{}?{q}",
+                path.replace("{tenant}", tenant)
+                    .replace("{dimension}", dimension)
+            )
+        };
         if path.contains("{tenant}") {
             let other = http_get(d.http, &concrete("radio002"), Some(token)).unwrap();
             assert_eq!(other.0, 403, "{path} for another tenant: {}", other.1);
             assert!(!other.1.contains("sessions\""), "{path}: {}", other.1);
             let unknown = http_get(d.http, &concrete("no-such-tenant"), Some(token)).unwrap();
-            assert_eq!(unknown.0, 403, "{path} for an unknown tenant must look like any other refusal");
+            assert_eq!(
+                unknown.0, 403,
+                "{path} for an unknown tenant must look like any other refusal"
+            );
             if !path.ends_with("/stream") {
                 let own = http_get(d.http, &concrete("radio001"), Some(token)).unwrap();
                 // Streaming endpoints answer; others may want other parameters or a configured
                 // source (404/400), but never refuse the token.
-                let ok = if path.contains("/streaming/") { own.0 == 200 } else { own.0 != 401 && own.0 != 403 };
+                let ok = if path.contains("/streaming/") {
+                    own.0 == 200
+                } else {
+                    own.0 != 401 && own.0 != 403
+                };
                 assert!(ok, "{path} for its own tenant: {} {}", own.0, own.1);
             }
         } else if path.contains("/tenants") || path == "/metrics" {
@@ -140,8 +242,18 @@ fn an_api_token_reads_its_tenants_only_on_every_endpoint() {
         }
         // Without a token and with a wrong one: 401 everywhere but the open endpoints.
         if !matches!(path.as_str(), "/healthz" | "/api/v1/openapi.json") {
-            assert_eq!(http_get(d.http, &concrete("radio001"), None).unwrap().0, 401, "{path} without a token");
-            assert_eq!(http_get(d.http, &concrete("radio001"), Some("wrong")).unwrap().0, 401, "{path} with a wrong token");
+            assert_eq!(
+                http_get(d.http, &concrete("radio001"), None).unwrap().0,
+                401,
+                "{path} without a token"
+            );
+            assert_eq!(
+                http_get(d.http, &concrete("radio001"), Some("wrong"))
+                    .unwrap()
+                    .0,
+                401,
+                "{path} with a wrong token"
+            );
         }
         checked += 1;
     }
@@ -155,7 +267,10 @@ fn secrets_readable_by_anyone_are_warned_about() {
     let tmp = tempfile::tempdir().unwrap();
     let g = small_logs(tmp.path(), 63);
     let mut d = Deployment::start(&tmp.path().join("earshot"), 1);
-    d.collector.take().unwrap().terminate(Duration::from_secs(10));
+    d.collector
+        .take()
+        .unwrap()
+        .terminate(Duration::from_secs(10));
     for f in ["identity.secret", "agent-1.token", "collector.key"] {
         std::fs::set_permissions(d.dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
     }
@@ -163,11 +278,23 @@ fn secrets_readable_by_anyone_are_warned_about() {
     let out = d.ingest(1, &g.files[0].1, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let agent_log = stderr(&out);
-    assert!(agent_log.contains("secret_file") && agent_log.contains("readable by any user"), "{agent_log}");
-    assert!(agent_log.contains("token_file") && agent_log.contains("0644"), "{agent_log}");
-    d.collector.take().unwrap().terminate(Duration::from_secs(10));
+    assert!(
+        agent_log.contains("secret_file") && agent_log.contains("readable by any user"),
+        "{agent_log}"
+    );
+    assert!(
+        agent_log.contains("token_file") && agent_log.contains("0644"),
+        "{agent_log}"
+    );
+    d.collector
+        .take()
+        .unwrap()
+        .terminate(Duration::from_secs(10));
     let log = std::fs::read_to_string(d.dir.join("collector.log")).unwrap();
-    assert!(log.contains("quic.key_file") && log.contains("readable by others"), "{log}");
+    assert!(
+        log.contains("quic.key_file") && log.contains("readable by others"),
+        "{log}"
+    );
 }
 
 /// A UDP relay between agent and collector that keeps every datagram it forwards.
@@ -201,11 +328,18 @@ fn no_client_address_reaches_any_file_log_or_packet() {
     let ips = client_ips_in(&g.files[0].1);
     assert!(ips.len() > 100, "{} addresses found in the logs", ips.len());
     // The search finds them where they are (the plain logs): a control for the search itself.
-    let plain: Vec<_> = g.files[0].1.iter().filter(|f| !f.to_string_lossy().ends_with(".gz")).collect();
+    let plain: Vec<_> = g.files[0]
+        .1
+        .iter()
+        .filter(|f| !f.to_string_lossy().ends_with(".gz"))
+        .collect();
     assert!(!plain.is_empty() && !files_containing(plain[0], &ips).is_empty());
     let dir = tmp.path().join("earshot");
     let mut d = Deployment::start(&dir, 1);
-    d.collector.take().unwrap().terminate(Duration::from_secs(10));
+    d.collector
+        .take()
+        .unwrap()
+        .terminate(Duration::from_secs(10));
     // Everything at trace, the agent through the relay.
     let log = std::fs::File::create(dir.join("collector.log")).unwrap();
     d.collector = Some(Proc::spawn(
@@ -217,12 +351,29 @@ fn no_client_address_reaches_any_file_log_or_packet() {
             .stdout(Stdio::null())
             .stderr(log),
     ));
-    wait_for(Duration::from_secs(20), || http_get(d.http, "/healthz", None).ok().filter(|(s, _)| *s == 200)).unwrap();
+    wait_for(Duration::from_secs(20), || {
+        http_get(d.http, "/healthz", None)
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    })
+    .unwrap();
     let text = std::fs::read_to_string(dir.join("collector.toml")).unwrap();
-    let quic: std::net::SocketAddr = text.lines().find(|l| l.starts_with("listen") && !l.contains(&d.http.to_string())).unwrap()
-        .split('"').nth(1).unwrap().parse().unwrap();
+    let quic: std::net::SocketAddr = text
+        .lines()
+        .find(|l| l.starts_with("listen") && !l.contains(&d.http.to_string()))
+        .unwrap()
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let (relay_port, datagrams) = udp_relay(quic);
-    edit_file(&d.agent_config(1), |t| t.replace(&format!("address = \"{quic}\""), &format!("address = \"127.0.0.1:{relay_port}\"")));
+    edit_file(&d.agent_config(1), |t| {
+        t.replace(
+            &format!("address = \"{quic}\""),
+            &format!("address = \"127.0.0.1:{relay_port}\""),
+        )
+    });
     let out = Command::new(bin("earshot-agent"))
         .args(["ingest", "--config"])
         .arg(d.agent_config(1))
@@ -240,13 +391,20 @@ fn no_client_address_reaches_any_file_log_or_packet() {
     std::thread::sleep(Duration::from_secs(2));
     agent.terminate(Duration::from_secs(20));
     assert!(sessions(&d, "radio001", &g) > 0);
-    d.collector.take().unwrap().terminate(Duration::from_secs(10));
+    d.collector
+        .take()
+        .unwrap()
+        .terminate(Duration::from_secs(10));
 
     let packets = datagrams.lock().unwrap();
     assert!(!packets.is_empty());
     let wire_bytes: usize = packets.iter().map(Vec::len).sum();
     for p in packets.iter() {
-        assert_eq!(bytes_containing(p, &ips), None, "a client address in a datagram");
+        assert_eq!(
+            bytes_containing(p, &ips),
+            None,
+            "a client address in a datagram"
+        );
     }
     // The whole deployment directory: agent spool, collector database and WAL, live.db, every log.
     let found = files_containing(&dir, &ips);
