@@ -30,12 +30,20 @@ pub fn shared_dir() -> PathBuf {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed when dropped.
@@ -46,13 +54,21 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Proc { child, name: name.to_string() }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            child,
+            name: name.to_string(),
+        }
     }
 
     /// Sends SIGTERM and waits up to `timeout`; SIGKILL after that.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -95,7 +111,10 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 
 /// Waits until something accepts TCP connections on `addr`.
 pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
-    wait_for(timeout, || std::net::TcpStream::connect(addr).ok().map(|_| ())).is_some()
+    wait_for(timeout, || {
+        std::net::TcpStream::connect(addr).ok().map(|_| ())
+    })
+    .is_some()
 }
 
 /// Runs a command to completion, panicking with its stderr if it fails.
@@ -123,7 +142,9 @@ pub async fn origin_server() -> SocketAddr {
                 let mut buf = vec![0u8; 8192];
                 let mut got = 0;
                 loop {
-                    let Ok(n) = conn.read(&mut buf[got..]).await else { return };
+                    let Ok(n) = conn.read(&mut buf[got..]).await else {
+                        return;
+                    };
                     if n == 0 {
                         return;
                     }
@@ -210,7 +231,9 @@ pub async fn get_once(haproxy: SocketAddr, from_ip: &str, path: &str, user_agent
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.bind(format!("{from_ip}:0").parse().unwrap()).unwrap();
     let mut conn = sock.connect(haproxy).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: radio.test\r\nUser-Agent: {user_agent}\r\nConnection: close\r\n\r\n");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: radio.test\r\nUser-Agent: {user_agent}\r\nConnection: close\r\n\r\n"
+    );
     conn.write_all(req.as_bytes()).await.unwrap();
     let mut resp = Vec::new();
     let _ = conn.read_to_end(&mut resp).await;
@@ -241,14 +264,26 @@ impl Deployment {
                 .args(["--http-listen", &format!("127.0.0.1:{http}")])
                 .args(["--agents", &agents.to_string()]),
         );
-        let token = std::fs::read_to_string(dir.join("admin.token")).unwrap().trim().to_string();
-        let mut d = Deployment { dir: dir.to_path_buf(), http: format!("127.0.0.1:{http}").parse().unwrap(), token, collector: None };
+        let token = std::fs::read_to_string(dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let mut d = Deployment {
+            dir: dir.to_path_buf(),
+            http: format!("127.0.0.1:{http}").parse().unwrap(),
+            token,
+            collector: None,
+        };
         d.start_collector();
         d
     }
 
     pub fn start_collector(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("collector.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("collector.log"))
+            .unwrap();
         self.collector = Some(Proc::spawn(
             "earshot-collector",
             Command::new(bin("earshot-collector"))
@@ -258,14 +293,21 @@ impl Deployment {
                 .stderr(log),
         ));
         let ok = wait_for(Duration::from_secs(20), || {
-            http_get(self.http, "/healthz", None).ok().filter(|(s, _)| *s == 200).map(|_| ())
+            http_get(self.http, "/healthz", None)
+                .ok()
+                .filter(|(s, _)| *s == 200)
+                .map(|_| ())
         });
         assert!(ok.is_some(), "the collector did not become healthy");
     }
 
     /// The config of agent `n` (1-based) made by init.
     pub fn agent_config(&self, n: u32) -> PathBuf {
-        if n == 1 { self.dir.join("agent.toml") } else { self.dir.join(format!("agent-{n}.toml")) }
+        if n == 1 {
+            self.dir.join("agent.toml")
+        } else {
+            self.dir.join(format!("agent-{n}.toml"))
+        }
     }
 
     /// `earshot-agent ingest` (shipping) of `files` by agent `n`; returns whether it succeeded.
@@ -289,18 +331,38 @@ impl Deployment {
 }
 
 /// A minimal HTTP/1.1 GET over a fresh connection: (status, body).
-pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr)?;
     conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     conn.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { unchunk(body) } else { body.to_string() };
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        unchunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
 }
 
@@ -308,7 +370,9 @@ fn unchunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || tail.len() < n {
             break;
         }
@@ -324,7 +388,12 @@ pub fn rfc3339(ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let tod = secs.rem_euclid(86_400);
     let (y, m, d) = earshot_common::time::civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", tod / 3600, tod % 3600 / 60, tod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -338,14 +407,20 @@ pub struct FaultRng(u64);
 
 impl FaultRng {
     pub fn from_env() -> FaultRng {
-        let seed = std::env::var("EARSHOT_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-        });
+        let seed = std::env::var("EARSHOT_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
         eprintln!("fault seed: EARSHOT_FAULT_SEED={seed}");
         FaultRng(seed | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -354,19 +429,27 @@ impl FaultRng {
 
     /// Uniform in `[0, n)` (n > 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
 /// A number of seconds from an environment variable (for longer local fault runs).
 pub fn env_secs(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Every read endpoint's answer for `tenants` over `[from, to)`: summary, hourly and minute
 /// time series, by-hour, session lengths and every breakdown. Two deployments that merged
 /// the same lines give equal snapshots, byte for byte.
-pub fn metric_snapshot(d: &Deployment, tenants: &[String], from: i64, to: i64) -> Vec<(String, serde_json::Value)> {
+pub fn metric_snapshot(
+    d: &Deployment,
+    tenants: &[String],
+    from: i64,
+    to: i64,
+) -> Vec<(String, serde_json::Value)> {
     let range = format!("from={}&to={}", rfc3339(from), rfc3339(to));
     let mut out = Vec::new();
     for t in tenants {
@@ -378,7 +461,9 @@ pub fn metric_snapshot(d: &Deployment, tenants: &[String], from: i64, to: i64) -
             format!("{base}/by-hour?{range}&tz=%2B05:30"),
             format!("{base}/session-lengths?{range}"),
         ];
-        for dim in ["stream", "protocol", "client", "device", "os", "country", "referrer", "source"] {
+        for dim in [
+            "stream", "protocol", "client", "device", "os", "country", "referrer", "source",
+        ] {
             paths.push(format!("{base}/by/{dim}?{range}"));
         }
         for p in paths {
@@ -390,22 +475,39 @@ pub fn metric_snapshot(d: &Deployment, tenants: &[String], from: i64, to: i64) -
 }
 
 /// The first difference between two snapshots, for a readable failure.
-pub fn snapshot_diff(a: &[(String, serde_json::Value)], b: &[(String, serde_json::Value)]) -> Option<String> {
+pub fn snapshot_diff(
+    a: &[(String, serde_json::Value)],
+    b: &[(String, serde_json::Value)],
+) -> Option<String> {
     if a.len() != b.len() {
         return Some(format!("{} answers vs {}", a.len(), b.len()));
     }
-    a.iter().zip(b).find(|(x, y)| x != y).map(|((p, x), (_, y))| format!("{p}\n  got:  {y}\n  want: {x}"))
+    a.iter()
+        .zip(b)
+        .find(|(x, y)| x != y)
+        .map(|((p, x), (_, y))| format!("{p}\n  got:  {y}\n  want: {x}"))
 }
 
 /// Peak resident memory of a running process (VmHWM, KiB), if it is still there.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Runs `cmd` to its end, sampling its peak resident memory: (output, peak KiB).
 pub fn run_measuring_memory(cmd: &mut Command) -> (std::process::Output, u64) {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let pid = child.id();
     let mut peak = 0;
     let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
@@ -426,7 +528,14 @@ pub fn run_measuring_memory(cmd: &mut Command) -> (std::process::Output, u64) {
         if let Ok(Some(status)) = child.try_wait() {
             let stdout = t_out.join().unwrap();
             let stderr = t_err.join().unwrap();
-            return (std::process::Output { status, stdout, stderr }, peak);
+            return (
+                std::process::Output {
+                    status,
+                    stdout,
+                    stderr,
+                },
+                peak,
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -440,13 +549,22 @@ pub fn edit_file(path: &Path, f: impl FnOnce(String) -> String) {
 
 /// Points an agent config at live log files (`[inputs] files`).
 pub fn set_agent_files(config: &Path, files: &[PathBuf]) {
-    let list: Vec<String> = files.iter().map(|f| format!("{:?}", f.display().to_string())).collect();
-    edit_file(config, |t| t.replace("files = []", &format!("files = [{}]", list.join(", "))));
+    let list: Vec<String> = files
+        .iter()
+        .map(|f| format!("{:?}", f.display().to_string()))
+        .collect();
+    edit_file(config, |t| {
+        t.replace("files = []", &format!("files = [{}]", list.join(", ")))
+    });
 }
 
 /// `earshot-agent run --config CONFIG`, stderr appended to `log`.
 pub fn spawn_agent_run(config: &Path, log: &Path, rust_log: &str) -> Proc {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Proc::spawn(
         "earshot-agent",
         Command::new(bin("earshot-agent"))
@@ -482,7 +600,12 @@ pub fn split_log(files: &[PathBuf], lines: usize, dir: &Path, name: &str) -> Vec
     for f in files {
         let raw = std::fs::read(f).unwrap();
         let text = if raw.starts_with(&[0x1f, 0x8b]) {
-            Command::new("gzip").arg("-dc").arg(f).output().unwrap().stdout
+            Command::new("gzip")
+                .arg("-dc")
+                .arg(f)
+                .output()
+                .unwrap()
+                .stdout
         } else {
             raw
         };
@@ -493,7 +616,12 @@ pub fn split_log(files: &[PathBuf], lines: usize, dir: &Path, name: &str) -> Vec
     for (i, chunk) in all.chunks(lines).enumerate() {
         let path = dir.join(format!("{name}-{:05}", i + 1));
         std::fs::write(&path, chunk.concat()).unwrap();
-        std::fs::File::options().write(true).open(&path).unwrap().set_modified(base + Duration::from_secs(i as u64)).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(base + Duration::from_secs(i as u64))
+            .unwrap();
         out.push(path);
     }
     out
@@ -514,7 +642,12 @@ pub fn client_ips_in(files: &[PathBuf]) -> std::collections::BTreeSet<String> {
     for f in files {
         let raw = std::fs::read(f).unwrap();
         let text = if raw.starts_with(&[0x1f, 0x8b]) {
-            Command::new("gzip").arg("-dc").arg(f).output().unwrap().stdout
+            Command::new("gzip")
+                .arg("-dc")
+                .arg(f)
+                .output()
+                .unwrap()
+                .stdout
         } else {
             raw
         };
@@ -524,7 +657,10 @@ pub fn client_ips_in(files: &[PathBuf]) -> std::collections::BTreeSet<String> {
                 let t = token.trim_start_matches('[');
                 if let Some((ip, port)) = t.rsplit_once(':') {
                     let ip = ip.trim_end_matches(']');
-                    if port.chars().all(|c| c.is_ascii_digit()) && !port.is_empty() && ip.parse::<std::net::IpAddr>().is_ok() {
+                    if port.chars().all(|c| c.is_ascii_digit())
+                        && !port.is_empty()
+                        && ip.parse::<std::net::IpAddr>().is_ok()
+                    {
                         ips.insert(ip.to_string());
                         break;
                     }
@@ -536,11 +672,16 @@ pub fn client_ips_in(files: &[PathBuf]) -> std::collections::BTreeSet<String> {
 }
 
 /// Files under `root` (recursively) whose bytes contain one of `needles`: (file, needle).
-pub fn files_containing(root: &Path, needles: &std::collections::BTreeSet<String>) -> Vec<(PathBuf, String)> {
+pub fn files_containing(
+    root: &Path,
+    needles: &std::collections::BTreeSet<String>,
+) -> Vec<(PathBuf, String)> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if meta.is_dir() {
             for e in std::fs::read_dir(&p).unwrap().flatten() {
                 stack.push(e.path());
@@ -556,12 +697,18 @@ pub fn files_containing(root: &Path, needles: &std::collections::BTreeSet<String
 }
 
 /// The first of `needles` found in `bytes` as a whole address (not part of a longer number).
-pub fn bytes_containing(bytes: &[u8], needles: &std::collections::BTreeSet<String>) -> Option<String> {
+pub fn bytes_containing(
+    bytes: &[u8],
+    needles: &std::collections::BTreeSet<String>,
+) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
     // Scan address-like runs once, instead of searching for every needle.
     let is_addr = |c: char| c.is_ascii_hexdigit() || c == '.' || c == ':';
     let mut start = None;
-    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
         match (is_addr(c), start) {
             (true, None) => start = Some(i),
             (false, Some(s)) => {
@@ -582,12 +729,18 @@ pub fn bytes_containing(bytes: &[u8], needles: &std::collections::BTreeSet<Strin
 impl Proc {
     /// SIGSTOP: the process stays, but answers nothing (an unreachable peer).
     pub fn pause(&self) {
-        let _ = Command::new("kill").arg("-STOP").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-STOP")
+            .arg(self.child.id().to_string())
+            .status();
     }
 
     /// SIGCONT after [`Proc::pause`].
     pub fn resume(&self) {
-        let _ = Command::new("kill").arg("-CONT").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.child.id().to_string())
+            .status();
     }
 }
 
@@ -609,16 +762,37 @@ impl NetNs {
         let name = format!("earshot-{id}-{n}");
         let (outer, inner) = (format!("eo{id}x{n}"), format!("ei{id}x{n}"));
         let net = format!("10.{}.{}", 100 + id % 100, (id / 100 + n * 7) % 250);
-        let ip = |args: &[&str]| Command::new("ip").args(args).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        let ip = |args: &[&str]| {
+            Command::new("ip")
+                .args(args)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
         if !ip(&["netns", "add", &name]) {
             return None;
         }
-        let ns = NetNs { name: name.clone(), outer: outer.clone(), inner_ip: format!("{net}.2") };
-        let ok = ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner])
-            && ip(&["link", "set", &inner, "netns", &name])
+        let ns = NetNs {
+            name: name.clone(),
+            outer: outer.clone(),
+            inner_ip: format!("{net}.2"),
+        };
+        let ok = ip(&[
+            "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+        ]) && ip(&["link", "set", &inner, "netns", &name])
             && ip(&["addr", "add", &format!("{net}.1/24"), "dev", &outer])
             && ip(&["link", "set", &outer, "up"])
-            && ip(&["netns", "exec", &name, "ip", "addr", "add", &format!("{net}.2/24"), "dev", &inner])
+            && ip(&[
+                "netns",
+                "exec",
+                &name,
+                "ip",
+                "addr",
+                "add",
+                &format!("{net}.2/24"),
+                "dev",
+                &inner,
+            ])
             && ip(&["netns", "exec", &name, "ip", "link", "set", &inner, "up"])
             && ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
         ok.then_some(ns)
@@ -626,12 +800,18 @@ impl NetNs {
 
     /// Pulls the cable: every packet between the namespaces is lost.
     pub fn cut(&self) {
-        let s = Command::new("ip").args(["link", "set", &self.outer, "down"]).status().unwrap();
+        let s = Command::new("ip")
+            .args(["link", "set", &self.outer, "down"])
+            .status()
+            .unwrap();
         assert!(s.success());
     }
 
     pub fn heal(&self) {
-        let s = Command::new("ip").args(["link", "set", &self.outer, "up"]).status().unwrap();
+        let s = Command::new("ip")
+            .args(["link", "set", &self.outer, "up"])
+            .status()
+            .unwrap();
         assert!(s.success());
     }
 
@@ -645,7 +825,13 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.outer]).stderr(Stdio::null()).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.outer])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
     }
 }

@@ -21,6 +21,10 @@ pub type ValueId = u32;
 const AQH_MS: u32 = 5 * 60_000;
 /// How long per-quarter listening time is remembered for AQH.
 const AQH_HORIZON_MS: i64 = 26 * HOUR_MS;
+/// At most this many (listener, quarter) AQH entries are kept: under a flood of distinct
+/// listeners older quarters are forgotten first (a listener whose time in such a quarter
+/// arrives later may then go uncounted for AQH; nothing else is affected).
+const MAX_AQH_ENTRIES: usize = 600_000;
 
 /// One finished session, with interned names (see [`Accumulator::stream_id`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,7 +97,12 @@ impl Accumulator {
         let id = self.streams.len() as StreamId;
         let next = self.tenant_index.len() as u32;
         let tenant_ix = *self.tenant_index.entry(key.0.clone()).or_insert(next);
-        self.streams.push(StreamInfo { tenant: key.0.clone(), tenant_ix, stream: key.1.clone(), protocol });
+        self.streams.push(StreamInfo {
+            tenant: key.0.clone(),
+            tenant_ix,
+            stream: key.1.clone(),
+            protocol,
+        });
         self.stream_index.insert(key, id);
         id
     }
@@ -125,11 +134,15 @@ impl Accumulator {
         let start_hour = hour_start(s.start_ms);
         let start_q = quarter_index(s.start_ms);
         if s.bot {
-            self.hour(s.stream, start_hour).quarters[start_q].q.bot_sessions += 1;
+            self.hour(s.stream, start_hour).quarters[start_q]
+                .q
+                .bot_sessions += 1;
             return;
         }
         if length < self.min_session_ms {
-            self.hour(s.stream, start_hour).quarters[start_q].q.short_sessions += 1;
+            self.hour(s.stream, start_hour).quarters[start_q]
+                .q
+                .short_sessions += 1;
             return;
         }
         {
@@ -142,7 +155,9 @@ impl Accumulator {
             }
         }
         let last = s.end_ms - 1;
-        self.hour(s.stream, hour_start(last)).quarters[quarter_index(last)].q.completed += 1;
+        self.hour(s.stream, hour_start(last)).quarters[quarter_index(last)]
+            .q
+            .completed += 1;
 
         let mut qs = floor_to(s.start_ms, QUARTER_MS);
         while qs < s.end_ms {
@@ -183,7 +198,10 @@ impl Accumulator {
         while hs < s.end_ms {
             let h = self.hour(s.stream, hs);
             for (d, &v) in s.dims.iter().enumerate() {
-                h.dim_uniques.entry((d as u8, v)).or_default().insert(s.listener.0);
+                h.dim_uniques
+                    .entry((d as u8, v))
+                    .or_default()
+                    .insert(s.listener.0);
             }
             let first = floor_to(s.start_ms.max(hs), MINUTE_MS);
             let end = s.end_ms.min(hs + HOUR_MS);
@@ -198,6 +216,16 @@ impl Accumulator {
 
     /// Forgets per-listener AQH time of quarters more than a day older than `now_ms`.
     pub fn prune(&mut self, now_ms: i64) {
+        if self.aqh.len() + self.aqh_tenant.len() > MAX_AQH_ENTRIES {
+            for keep in [2 * HOUR_MS, QUARTER_MS] {
+                let cutoff = floor_to(now_ms, QUARTER_MS) - keep;
+                self.aqh.retain(|&(_, q, _), _| q >= cutoff);
+                self.aqh_tenant.retain(|&(_, q, _), _| q >= cutoff);
+                if self.aqh.len() + self.aqh_tenant.len() <= MAX_AQH_ENTRIES {
+                    break;
+                }
+            }
+        }
         if now_ms.saturating_sub(self.aqh_pruned_at) < HOUR_MS {
             return;
         }
@@ -208,10 +236,12 @@ impl Accumulator {
     }
 
     fn hour(&mut self, stream: StreamId, hour_ms: i64) -> &mut HourAcc {
-        self.hours.entry((stream, hour_ms)).or_insert_with(|| HourAcc {
-            minutes: vec![0; 60],
-            ..Default::default()
-        })
+        self.hours
+            .entry((stream, hour_ms))
+            .or_insert_with(|| HourAcc {
+                minutes: vec![0; 60],
+                ..Default::default()
+            })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -229,13 +259,15 @@ impl Accumulator {
                 let mut q = qa.q;
                 for ((d, v), c) in qa.dims {
                     let dim = Dimension::ALL[d as usize];
-                    q.dims.insert((dim, self.values[d as usize][v as usize].to_string()), c);
+                    q.dims
+                        .insert((dim, self.values[d as usize][v as usize].to_string()), c);
                 }
                 r.quarters[i] = q;
             }
             for ((d, v), sk) in acc.dim_uniques {
                 let dim = Dimension::ALL[d as usize];
-                r.dim_uniques.insert((dim, self.values[d as usize][v as usize].to_string()), sk);
+                r.dim_uniques
+                    .insert((dim, self.values[d as usize][v as usize].to_string()), sk);
             }
             let key = HourKey {
                 tenant: info.tenant.to_string(),
@@ -260,7 +292,8 @@ impl Accumulator {
                 ms,
             }
         });
-        let names: HashMap<u32, &Arc<str>> = self.tenant_index.iter().map(|(n, &i)| (i, n)).collect();
+        let names: HashMap<u32, &Arc<str>> =
+            self.tenant_index.iter().map(|(n, &i)| (i, n)).collect();
         let per_tenant = self.aqh_tenant.iter().map(|(&(tix, q, l), &ms)| AqhEntry {
             tenant: names.get(&tix).map(|n| n.to_string()).unwrap_or_default(),
             stream: None,
@@ -280,8 +313,12 @@ impl Accumulator {
                 }
                 None => {
                     let next = self.tenant_index.len() as u32;
-                    let tix = *self.tenant_index.entry(e.tenant.as_str().into()).or_insert(next);
-                    self.aqh_tenant.insert((tix, e.quarter_ms, e.listener), e.ms);
+                    let tix = *self
+                        .tenant_index
+                        .entry(e.tenant.as_str().into())
+                        .or_insert(next);
+                    self.aqh_tenant
+                        .insert((tix, e.quarter_ms, e.listener), e.ms);
                 }
             }
         }
@@ -308,19 +345,44 @@ mod tests {
 
     fn session(acc: &mut Accumulator, listener: u64, start_ms: i64, end_ms: i64) -> Session {
         let stream = acc.stream_id("t", "/s", Protocol::Icecast);
-        let dims = Dimension::ALL.map(|d| acc.value_id(d, if d == Dimension::Client { "VLC" } else { "unknown" }));
-        Session { stream, listener: ListenerId(listener), dims, start_ms, end_ms, bot: false }
+        let dims = Dimension::ALL.map(|d| {
+            acc.value_id(
+                d,
+                if d == Dimension::Client {
+                    "VLC"
+                } else {
+                    "unknown"
+                },
+            )
+        });
+        Session {
+            stream,
+            listener: ListenerId(listener),
+            dims,
+            start_ms,
+            end_ms,
+            bot: false,
+        }
     }
 
     fn rollup_at(rollups: &[(HourKey, HourRollup)], hour_ms: i64) -> &HourRollup {
-        &rollups.iter().find(|(k, _)| k.hour_ms == hour_ms).unwrap().1
+        &rollups
+            .iter()
+            .find(|(k, _)| k.hour_ms == hour_ms)
+            .unwrap()
+            .1
     }
 
     #[test]
     fn a_session_over_an_hour_boundary_is_split_exactly() {
         let mut acc = Accumulator::new(60);
         // 10:50:30 → 11:20:00 (29.5 minutes).
-        let s = session(&mut acc, 1, 10 * HOUR_MS + 50 * MINUTE_MS + 30_000, 11 * HOUR_MS + 20 * MINUTE_MS);
+        let s = session(
+            &mut acc,
+            1,
+            10 * HOUR_MS + 50 * MINUTE_MS + 30_000,
+            11 * HOUR_MS + 20 * MINUTE_MS,
+        );
         acc.add(&s);
         let r = acc.take();
         assert_eq!(r.len(), 2);
@@ -347,7 +409,10 @@ mod tests {
         assert_eq!(h10.quarters[3].lengths[2], 0);
         assert_eq!(h10.quarters[3].lengths[3], 1); // 29.5 min is in [15 min, 30 min)
         assert_eq!(h11.quarters[0].uniques.estimate(), 1);
-        let client = h11.quarters[0].dims.get(&(Dimension::Client, "VLC".to_string())).unwrap();
+        let client = h11.quarters[0]
+            .dims
+            .get(&(Dimension::Client, "VLC".to_string()))
+            .unwrap();
         assert_eq!(client.listening_ms, 15 * 60_000);
         assert_eq!(client.sessions, 0);
     }
@@ -364,7 +429,11 @@ mod tests {
         assert_eq!(rollup_at(&first, 0).quarters[0].aqh_listeners, 1);
         acc.add(&c);
         let second = acc.take();
-        assert_eq!(rollup_at(&second, 0).quarters[0].aqh_listeners, 0, "already counted");
+        assert_eq!(
+            rollup_at(&second, 0).quarters[0].aqh_listeners,
+            0,
+            "already counted"
+        );
         assert_eq!(rollup_at(&second, 0).quarters[0].sessions, 1);
     }
 
@@ -380,7 +449,10 @@ mod tests {
         acc.add(&b);
         let r = acc.take();
         let per_stream: u64 = r.iter().map(|(_, h)| h.quarters[0].aqh_listeners).sum();
-        let tenant: u64 = r.iter().map(|(_, h)| h.quarters[0].aqh_tenant_listeners).sum();
+        let tenant: u64 = r
+            .iter()
+            .map(|(_, h)| h.quarters[0].aqh_tenant_listeners)
+            .sum();
         assert_eq!((per_stream, tenant), (0, 1), "3 + 3 minutes on two streams");
     }
 
@@ -395,7 +467,10 @@ mod tests {
         let r = acc.take();
         assert_eq!(r.len(), 1);
         let q = &r[0].1.quarters[0];
-        assert_eq!((q.sessions, q.short_sessions, q.bot_sessions, q.listening_ms), (0, 1, 1, 0));
+        assert_eq!(
+            (q.sessions, q.short_sessions, q.bot_sessions, q.listening_ms),
+            (0, 1, 1, 0)
+        );
         assert!(q.uniques.is_empty());
         assert_eq!(r[0].1.minutes.iter().sum::<u32>(), 0);
     }

@@ -14,7 +14,11 @@ use crate::reader::{Line, LineReader};
 use crate::report::DryRunReport;
 
 #[derive(Parser)]
-#[command(name = "earshot-agent", version, about = "Turns HAProxy logs into listener statistics and ships them to an earshot collector")]
+#[command(
+    name = "earshot-agent",
+    version,
+    about = "Turns HAProxy logs into listener statistics and ships them to an earshot collector"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,7 +79,10 @@ pub fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -87,7 +94,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}: ok", config.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ingest { config, dry_run: true, detail, files, .. } => {
+        Command::Ingest {
+            config,
+            dry_run: true,
+            detail,
+            files,
+            ..
+        } => {
             let c = match &config {
                 Some(path) => AgentConfig::load(path)?,
                 None => AgentConfig::defaults(),
@@ -110,10 +123,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 _ => Ok(ExitCode::SUCCESS),
             }
         }
-        Command::Ingest { config, dry_run: false, files, timeout_secs, .. } => {
+        Command::Ingest {
+            config,
+            dry_run: false,
+            files,
+            timeout_secs,
+            ..
+        } => {
             let path = config.context("--config is required to ship (or use --dry-run)")?;
             let c = AgentConfig::load(&path)?;
-            runtime()?.block_on(crate::daemon::ingest_and_ship(c, files, std::time::Duration::from_secs(timeout_secs)))?;
+            runtime()?.block_on(crate::daemon::ingest_and_ship(
+                c,
+                files,
+                std::time::Duration::from_secs(timeout_secs),
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
@@ -131,7 +154,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 /// A dry run prints no hashes, so without a readable secret an ephemeral one does.
@@ -156,10 +182,18 @@ fn dry_run_secret(c: &AgentConfig, from_file: bool) -> Vec<u8> {
 }
 
 /// Feeds one file from `offset` to its end. Returns the offset reached.
-pub fn feed_file(ingestor: &mut Ingestor, path: &Path, offset: u64, max_line: usize) -> Result<u64> {
-    let mut reader =
-        LineReader::open(path, offset, max_line).with_context(|| format!("cannot read {}", path.display()))?;
-    while let Some(line) = reader.next_line().with_context(|| format!("reading {}", path.display()))? {
+pub fn feed_file(
+    ingestor: &mut Ingestor,
+    path: &Path,
+    offset: u64,
+    max_line: usize,
+) -> Result<u64> {
+    let mut reader = LineReader::open(path, offset, max_line)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    while let Some(line) = reader
+        .next_line()
+        .with_context(|| format!("reading {}", path.display()))?
+    {
         match line {
             Line::Text(text) => ingestor.feed(text),
             Line::TooLong { .. } => ingestor.count_skipped("too_long"),

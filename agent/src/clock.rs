@@ -18,7 +18,11 @@ impl LogClock {
             None => TimeZone::system(),
             Some(z) => parse_zone(z)?,
         };
-        Ok(LogClock { tz, cached_hour: i64::MIN, cached_offset_ms: 0 })
+        Ok(LogClock {
+            tz,
+            cached_hour: i64::MIN,
+            cached_offset_ms: 0,
+        })
     }
 
     /// Wall-clock milliseconds (as if UTC) → UTC milliseconds.
@@ -33,7 +37,9 @@ impl LogClock {
     }
 
     fn offset_at_naive(&self, naive_ms: i64) -> i64 {
-        let Ok(ts) = jiff::Timestamp::from_millisecond(naive_ms) else { return 0 };
+        let Ok(ts) = jiff::Timestamp::from_millisecond(naive_ms) else {
+            return 0;
+        };
         let civil = ts.to_zoned(TimeZone::UTC).datetime();
         // In a repeated hour (DST end) the earlier offset is taken; a skipped hour cannot
         // appear in a log.
@@ -63,7 +69,11 @@ pub fn parse_zone(z: &str) -> Result<TimeZone, String> {
         let off = Offset::from_seconds(secs).map_err(|e| e.to_string())?;
         return Ok(TimeZone::fixed(off));
     }
-    TimeZone::get(z).map_err(|_| format!("unknown time zone {z:?} (an IANA name like \"Europe/Berlin\", \"UTC\" or \"+05:30\")"))
+    TimeZone::get(z).map_err(|_| {
+        format!(
+            "unknown time zone {z:?} (an IANA name like \"Europe/Berlin\", \"UTC\" or \"+05:30\")"
+        )
+    })
 }
 
 #[cfg(test)]
@@ -73,7 +83,10 @@ mod tests {
     #[test]
     fn fixed_offsets_and_names() {
         let mut c = LogClock::new(Some("+05:30")).unwrap();
-        assert_eq!(c.to_utc_ms(10 * HOUR_MS), 10 * HOUR_MS - 5 * HOUR_MS - 30 * 60_000);
+        assert_eq!(
+            c.to_utc_ms(10 * HOUR_MS),
+            10 * HOUR_MS - 5 * HOUR_MS - 30 * 60_000
+        );
         let mut u = LogClock::new(Some("UTC")).unwrap();
         assert_eq!(u.to_utc_ms(123_456), 123_456);
         // 2026-07-01 12:00 in Berlin is 10:00 UTC (summer time), 2026-01-01 12:00 is 11:00.

@@ -67,7 +67,10 @@ fn default_spool_max_bytes() -> u64 {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        SpoolConfig { max_bytes: default_spool_max_bytes(), when_full: SpoolFullPolicy::default() }
+        SpoolConfig {
+            max_bytes: default_spool_max_bytes(),
+            when_full: SpoolFullPolicy::default(),
+        }
     }
 }
 
@@ -186,10 +189,12 @@ fn default_hls_gap() -> u64 {
     180
 }
 fn default_hls_patterns() -> Vec<String> {
-    ["*.m3u8", "*.m3u", "*.ts", "*.m4s", "*.m4a", "*.mp4", "*.vtt", "/hls/*"]
-        .into_iter()
-        .map(String::from)
-        .collect()
+    [
+        "*.m3u8", "*.m3u", "*.ts", "*.m4s", "*.m4a", "*.mp4", "*.vtt", "/hls/*",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
 }
 fn default_ignore_patterns() -> Vec<String> {
     [
@@ -237,7 +242,10 @@ impl Default for SessionConfig {
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        RoutingConfig { backend_prefix: default_backend_prefix(), rules: Vec::new() }
+        RoutingConfig {
+            backend_prefix: default_backend_prefix(),
+            rules: Vec::new(),
+        }
     }
 }
 
@@ -245,11 +253,18 @@ impl Default for RoutingConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: key `{key}`: {message}")]
-    Invalid { path: PathBuf, key: String, message: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
 }
 
 impl AgentConfig {
@@ -259,8 +274,10 @@ impl AgentConfig {
     }
 
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 
@@ -281,22 +298,34 @@ impl AgentConfig {
             message,
         };
         if let Some(tz) = &self.inputs.log_timezone {
-            crate::clock::LogClock::new(Some(tz))
-                .map_err(|e| invalid("inputs.log_timezone", e))?;
+            crate::clock::LogClock::new(Some(tz)).map_err(|e| invalid("inputs.log_timezone", e))?;
         }
         if self.inputs.max_line_bytes < 256 {
-            return Err(invalid("inputs.max_line_bytes", "must be at least 256".into()));
+            return Err(invalid(
+                "inputs.max_line_bytes",
+                "must be at least 256".into(),
+            ));
         }
-        if !self.inputs.captured_headers.iter().any(|h| h.eq_ignore_ascii_case("user-agent")) {
+        if !self
+            .inputs
+            .captured_headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("user-agent"))
+        {
             return Err(invalid(
                 "inputs.captured_headers",
-                "must name \"User-Agent\": listeners are told apart by address and User-Agent".into(),
+                "must name \"User-Agent\": listeners are told apart by address and User-Agent"
+                    .into(),
             ));
         }
         if self.sessions.min_session_secs > 24 * 3600 {
-            return Err(invalid("sessions.min_session_secs", "must be at most one day".into()));
+            return Err(invalid(
+                "sessions.min_session_secs",
+                "must be at most one day".into(),
+            ));
         }
-        if self.sessions.hls_session_gap_secs == 0 || self.sessions.hls_session_gap_secs > 6 * 3600 {
+        if self.sessions.hls_session_gap_secs == 0 || self.sessions.hls_session_gap_secs > 6 * 3600
+        {
             return Err(invalid(
                 "sessions.hls_session_gap_secs",
                 "must be between 1 and 21600 seconds".into(),
@@ -321,12 +350,18 @@ impl AgentConfig {
         if let Some(dir) = &self.classify.opawg_dir
             && !dir.is_dir()
         {
-            return Err(invalid("classify.opawg_dir", format!("{} is not a directory", dir.display())));
+            return Err(invalid(
+                "classify.opawg_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
         }
         if let Some(db) = &self.classify.geoip_db
             && !db.is_file()
         {
-            return Err(invalid("classify.geoip_db", format!("{} does not exist", db.display())));
+            return Err(invalid(
+                "classify.geoip_db",
+                format!("{} does not exist", db.display()),
+            ));
         }
         if let Some(live) = &self.live {
             live.validate().map_err(|e| invalid(&e.key, e.message))?;
@@ -340,8 +375,10 @@ impl AgentConfig {
     /// Reads the identity secret. Required wherever listeners are hashed.
     pub fn read_secret(&self) -> Result<Vec<u8>, ConfigError> {
         let path = &self.secret_file;
-        let raw = std::fs::read(path)
-            .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+        let raw = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
         warn_if_loose(path, "secret_file");
         let text = String::from_utf8_lossy(&raw);
         let trimmed = text.trim();
@@ -364,7 +401,9 @@ impl AgentConfig {
 pub fn valid_tenant(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 #[cfg(test)]
@@ -386,25 +425,36 @@ mod tests {
 
     #[test]
     fn unknown_key_names_the_key() {
-        let e = parse("[sessions]\nmin_sesion_secs = 5\n").unwrap_err().to_string();
-        assert!(e.contains("agent.toml") && e.contains("min_sesion_secs"), "{e}");
+        let e = parse("[sessions]\nmin_sesion_secs = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agent.toml") && e.contains("min_sesion_secs"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_type_names_the_key() {
-        let e = parse("[sessions]\nmin_session_secs = \"a minute\"\n").unwrap_err().to_string();
+        let e = parse("[sessions]\nmin_session_secs = \"a minute\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("min_session_secs"), "{e}");
     }
 
     #[test]
     fn bad_time_zone_is_refused() {
-        let e = parse("[inputs]\nlog_timezone = \"Mars/Olympus\"\n").unwrap_err().to_string();
+        let e = parse("[inputs]\nlog_timezone = \"Mars/Olympus\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("inputs.log_timezone"), "{e}");
     }
 
     #[test]
     fn rule_without_effect_is_refused() {
-        let e = parse("[[routing.rules]]\nmatch_backend = \"x\"\n").unwrap_err().to_string();
+        let e = parse("[[routing.rules]]\nmatch_backend = \"x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("routing.rules[0]"), "{e}");
     }
 
@@ -430,14 +480,20 @@ mod tests {
             matches!(&e, ConfigError::Invalid { key, .. } if key == "live.interval_secs"),
             "{e}"
         );
-        assert!(e.to_string().starts_with("agent.toml: key `live.interval_secs`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("agent.toml: key `live.interval_secs`"),
+            "{e}"
+        );
         let e = parse("[live]\nintervall = 1\n").unwrap_err().to_string();
         assert!(e.contains("intervall"), "{e}");
     }
 
     #[test]
     fn zero_gap_is_refused() {
-        let e = parse("[sessions]\nhls_session_gap_secs = 0\n").unwrap_err().to_string();
+        let e = parse("[sessions]\nhls_session_gap_secs = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("hls_session_gap_secs"), "{e}");
     }
 }
@@ -450,7 +506,10 @@ mod shipped_example {
     /// table is added at enrolment).
     #[test]
     fn the_packaged_agent_toml_is_valid() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/agent.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../packaging/agent.toml"
+        ));
         let text = std::fs::read_to_string(path).unwrap();
         let config = toml::from_str::<AgentConfig>(&text).map_err(|e| e.to_string());
         assert!(config.is_ok(), "{config:?}");

@@ -48,8 +48,12 @@ pub fn open_spool(config: &AgentConfig) -> Result<Arc<Mutex<Spool>>> {
         .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
     restrict_permissions(&config.state_dir);
     let path = config.state_dir.join("spool.db");
-    let mut spool = Spool::open(&path).with_context(|| format!("cannot open the spool {}", path.display()))?;
-    spool.set_cap(SpoolCap { max_bytes: config.spool.max_bytes, when_full: config.spool.when_full });
+    let mut spool =
+        Spool::open(&path).with_context(|| format!("cannot open the spool {}", path.display()))?;
+    spool.set_cap(SpoolCap {
+        max_bytes: config.spool.max_bytes,
+        when_full: config.spool.when_full,
+    });
     Ok(Arc::new(Mutex::new(spool)))
 }
 
@@ -69,8 +73,15 @@ fn restored_ingestor(config: &AgentConfig, spool: &Mutex<Spool>) -> Result<Inges
 
 /// `earshot-agent ingest --config FILE FILE…`: reads the files (skipping any already read),
 /// closes open sessions, and ships until the collector has acknowledged everything.
-pub async fn ingest_and_ship(config: AgentConfig, files: Vec<PathBuf>, timeout: Duration) -> Result<()> {
-    let link = config.collector.clone().context("the config has no [collector] to ship to (or use --dry-run)")?;
+pub async fn ingest_and_ship(
+    config: AgentConfig,
+    files: Vec<PathBuf>,
+    timeout: Duration,
+) -> Result<()> {
+    let link = config
+        .collector
+        .clone()
+        .context("the config has no [collector] to ship to (or use --dry-run)")?;
     let spool = open_spool(&config)?;
     let mut shipper = Shipper::new(&link)?;
     let spool2 = spool.clone();
@@ -89,7 +100,9 @@ pub async fn ingest_and_ship(config: AgentConfig, files: Vec<PathBuf>, timeout: 
                 tracing::info!(file = %file.display(), "already ingested (or empty); skipped");
                 continue;
             }
-            lines += follower.ingest_file(&mut ingestor, &spool2, file, &key, &never)?.lines;
+            lines += follower
+                .ingest_file(&mut ingestor, &spool2, file, &key, &never)?
+                .lines;
         }
         ingestor.close_all();
         let (rollups, counters) = ingestor.take();
@@ -123,7 +136,10 @@ pub async fn ingest_and_ship(config: AgentConfig, files: Vec<PathBuf>, timeout: 
 
 /// `earshot-agent run`: follows the configured files until SIGTERM or SIGINT.
 pub async fn run(config: AgentConfig) -> Result<()> {
-    let link = config.collector.clone().context("the config has no [collector] table")?;
+    let link = config
+        .collector
+        .clone()
+        .context("the config has no [collector] table")?;
     if config.inputs.files.is_empty() && config.live.is_none() {
         tracing::warn!("inputs.files is empty and there is no [live]: nothing to do");
     }
@@ -142,7 +158,11 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
             let mut buf = Vec::new();
-            let _ = tokio::time::timeout(Duration::from_secs(2), (&mut conn).take(4096).read_to_end(&mut buf)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                (&mut conn).take(4096).read_to_end(&mut buf),
+            )
+            .await;
             tracing::info!(path = %String::from_utf8_lossy(&buf).trim(), "rotation notified");
             let _ = control_tx.send(());
             let _ = conn.write_all(b"ok\n").await;
@@ -151,9 +171,16 @@ pub async fn run(config: AgentConfig) -> Result<()> {
 
     let sessions_open = Arc::new(AtomicU64::new(0));
     let scanner = {
-        let (spool, stop, ship_now, config, sessions_open) =
-            (spool.clone(), stop.clone(), ship_now.clone(), config.clone(), sessions_open.clone());
-        tokio::task::spawn_blocking(move || scan_loop(&config, &spool, &stop, &ship_now, scan_rx, &sessions_open))
+        let (spool, stop, ship_now, config, sessions_open) = (
+            spool.clone(),
+            stop.clone(),
+            ship_now.clone(),
+            config.clone(),
+            sessions_open.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            scan_loop(&config, &spool, &stop, &ship_now, scan_rx, &sessions_open)
+        })
     };
 
     let (live_tx, mut live_rx) = tokio::sync::mpsc::channel::<LiveSample>(LIVE_QUEUE);
@@ -161,7 +188,10 @@ pub async fn run(config: AgentConfig) -> Result<()> {
         Some(live) => {
             let poller = LivePoller::new(live).context("[live]")?;
             let stats = poller.stats();
-            tracing::info!(interval_secs = live.interval_secs, "polling live listener counts");
+            tracing::info!(
+                interval_secs = live.interval_secs,
+                "polling live listener counts"
+            );
             tokio::spawn(poller.run(live_tx));
             Some(stats)
         }
@@ -218,7 +248,9 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             }
             Err(e) => {
                 if !failing {
-                    tracing::warn!("cannot ship to the collector: {e}; batches stay spooled, retrying");
+                    tracing::warn!(
+                        "cannot ship to the collector: {e}; batches stay spooled, retrying"
+                    );
                 }
                 health.send_failures += 1;
                 failing = true;
@@ -410,13 +442,19 @@ pub fn notify(config: &AgentConfig, path: &Path) -> Result<()> {
     use std::io::{Read, Write};
     let socket = control_socket(config);
     let mut conn = std::os::unix::net::UnixStream::connect(&socket).with_context(|| {
-        format!("no running agent listens on {} (is earshot-agent running with this config?)", socket.display())
+        format!(
+            "no running agent listens on {} (is earshot-agent running with this config?)",
+            socket.display()
+        )
     })?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     conn.write_all(path.display().to_string().as_bytes())?;
     conn.shutdown(std::net::Shutdown::Write)?;
     let mut reply = String::new();
     conn.read_to_string(&mut reply)?;
-    anyhow::ensure!(reply.trim() == "ok", "unexpected reply from the agent: {reply:?}");
+    anyhow::ensure!(
+        reply.trim() == "ok",
+        "unexpected reply from the agent: {reply:?}"
+    );
     Ok(())
 }

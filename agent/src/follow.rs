@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -29,7 +29,10 @@ pub const LINES_PER_COMMIT: u64 = 1_000_000;
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("spool: {0}")]
     Spool(#[from] SpoolError),
 }
@@ -37,7 +40,10 @@ pub enum FollowError {
 /// The rotated siblings of a live log file, oldest first: `NAME.1`, `NAME.2.gz`,
 /// `NAME-20261128`, `NAME-20261128.gz`, … (anything `NAME.*` or `NAME-*` in its directory).
 pub fn rotated_siblings(live: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let dir = live.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = live
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let Some(name) = live.file_name().and_then(|n| n.to_str()) else {
         return Ok(Vec::new());
     };
@@ -45,8 +51,12 @@ pub fn rotated_siblings(live: &Path) -> std::io::Result<Vec<PathBuf>> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let file_name = entry.file_name();
-        let Some(n) = file_name.to_str() else { continue };
-        let Some(rest) = n.strip_prefix(name) else { continue };
+        let Some(n) = file_name.to_str() else {
+            continue;
+        };
+        let Some(rest) = n.strip_prefix(name) else {
+            continue;
+        };
         if !(rest.starts_with('.') || rest.starts_with('-')) || rest.len() < 2 {
             continue;
         }
@@ -123,7 +133,11 @@ impl Follower {
             .into_iter()
             .map(|c| (c.file_key.clone(), c))
             .collect();
-        Ok(Follower { checkpoints, max_line, aliases: HashMap::new() })
+        Ok(Follower {
+            checkpoints,
+            max_line,
+            aliases: HashMap::new(),
+        })
     }
 
     /// The key a file is known by. A file read while it was shorter than the fingerprint
@@ -143,7 +157,12 @@ impl Follower {
             .map(|c| (c.file_key.clone(), c.offset))
             .collect();
         for (old, len) in short {
-            if fingerprint_prefix(path, len as usize).ok().flatten().as_deref() == Some(old.as_str()) {
+            if fingerprint_prefix(path, len as usize)
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(old.as_str())
+            {
                 self.aliases.insert(key, old.clone());
                 return old;
             }
@@ -186,9 +205,15 @@ impl Follower {
         stop: &AtomicBool,
     ) -> Result<FileOutcome, FollowError> {
         let start = self.checkpoints.get(key).map_or(0, |c| c.offset);
-        let io = |source| FollowError::Io { path: path.to_path_buf(), source };
+        let io = |source| FollowError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut reader = LineReader::open(path, start, self.max_line).map_err(io)?;
-        let mut outcome = FileOutcome { lines: 0, commits: 0 };
+        let mut outcome = FileOutcome {
+            lines: 0,
+            commits: 0,
+        };
         let mut since_commit = 0u64;
         loop {
             let line = reader.next_line().map_err(io)?;
@@ -237,7 +262,10 @@ impl Follower {
         let mut checkpoints = vec![checkpoint.clone()];
         for (new, old) in &self.aliases {
             if old == key && !self.checkpoints.contains_key(new) {
-                checkpoints.push(Checkpoint { file_key: new.clone(), ..checkpoint.clone() });
+                checkpoints.push(Checkpoint {
+                    file_key: new.clone(),
+                    ..checkpoint.clone()
+                });
             }
         }
         let seq = lock(spool).commit(rollups, counters, &checkpoints, &state)?;
@@ -272,9 +300,17 @@ mod tests {
         std::fs::write(dir.path().join("haproxy.logger"), b"other\n").unwrap();
         std::fs::write(dir.path().join("other.log.1"), b"other\n").unwrap();
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-        std::fs::File::options().write(true).open(&gz).unwrap().set_modified(old).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&gz)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let found = rotated_siblings(&live).unwrap();
-        let names: Vec<_> = found.iter().map(|p| p.file_name().unwrap().to_str().unwrap()).collect();
+        let names: Vec<_> = found
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect();
         assert_eq!(names, ["haproxy.log.2.gz", "haproxy.log.1"]);
 
         let plain = dir.path().join("plain");

@@ -100,25 +100,41 @@ pub struct Ingestor {
 
 impl Ingestor {
     pub fn new(config: &AgentConfig, secret: Vec<u8>) -> Result<Ingestor, IngestError> {
-        let clock = LogClock::new(config.inputs.log_timezone.as_deref()).map_err(IngestError::TimeZone)?;
+        let clock =
+            LogClock::new(config.inputs.log_timezone.as_deref()).map_err(IngestError::TimeZone)?;
         let classifier = match &config.classify.opawg_dir {
             Some(dir) => UaClassifier::with_opawg(dir)?,
             None => UaClassifier::builtin(),
         };
         let geo = match &config.classify.geoip_db {
-            Some(path) => Some(maxminddb::Reader::open_readfile(path).map_err(|e| IngestError::Geo {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?),
+            Some(path) => {
+                Some(
+                    maxminddb::Reader::open_readfile(path).map_err(|e| IngestError::Geo {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?,
+                )
+            }
             None => None,
         };
         let field = |name: &str| {
-            config.inputs.captured_headers.iter().position(|h| h.eq_ignore_ascii_case(name))
+            config
+                .inputs
+                .captured_headers
+                .iter()
+                .position(|h| h.eq_ignore_ascii_case(name))
         };
         let mut acc = Accumulator::new(config.sessions.min_session_secs);
         // Value 0 of every dimension is "unknown" (or the equivalent), so ids are stable.
         for d in Dimension::ALL {
-            acc.value_id(d, if d == Dimension::Source { "direct" } else { "unknown" });
+            acc.value_id(
+                d,
+                if d == Dimension::Source {
+                    "direct"
+                } else {
+                    "unknown"
+                },
+            );
         }
         Ok(Ingestor {
             clock,
@@ -184,28 +200,38 @@ impl Ingestor {
         let Ok(backend) = std::str::from_utf8(r.backend) else {
             return self.count_malformed("not_utf8");
         };
-        let (path, query, authority): (&[u8], Option<&[u8]>, Option<&[u8]>) = match (&r.kind, &r.request) {
-            (_, Some(req)) => (req.path, req.query, req.authority),
-            (LineKind::Tcp, None) => (b"/", None, None),
-            (LineKind::Http, None) => {
-                // "<BADREQ>" and friends: no request to attribute, counted by status.
-                let t = intern_tenant(&mut self.tenants, &mut self.tenant_names, self.router.default_tenant(backend));
-                *self.by_status.entry((t, r.status)).or_default() += 1;
-                return;
-            }
-        };
+        let (path, query, authority): (&[u8], Option<&[u8]>, Option<&[u8]>) =
+            match (&r.kind, &r.request) {
+                (_, Some(req)) => (req.path, req.query, req.authority),
+                (LineKind::Tcp, None) => (b"/", None, None),
+                (LineKind::Http, None) => {
+                    // "<BADREQ>" and friends: no request to attribute, counted by status.
+                    let t = intern_tenant(
+                        &mut self.tenants,
+                        &mut self.tenant_names,
+                        self.router.default_tenant(backend),
+                    );
+                    *self.by_status.entry((t, r.status)).or_default() += 1;
+                    return;
+                }
+            };
         let captured_host = match (authority, self.host_field, r.captured_request) {
             (Some(a), _, _) => Some(a),
             (None, Some(i), Some(block)) => logline::captured_field(block, i),
             _ => None,
         };
-        let (tenant_id, stream_id, protocol) = match self.router.route(backend, path, captured_host) {
+        let (tenant_id, stream_id, protocol) = match self.router.route(backend, path, captured_host)
+        {
             Route::Ignored { tenant } => {
                 let t = intern_tenant(&mut self.tenants, &mut self.tenant_names, tenant);
                 *self.by_status.entry((t, r.status)).or_default() += 1;
                 return;
             }
-            Route::Stream { tenant, stream, protocol } => {
+            Route::Stream {
+                tenant,
+                stream,
+                protocol,
+            } => {
                 let (t, s) = intern_stream(
                     &mut self.streams,
                     &mut self.acc,
@@ -273,8 +299,17 @@ impl Ingestor {
             self.close_hls(key, done);
         }
         let dims = self.session_dims(listener, query, r);
-        self.open_hls.insert(key, OpenHls { start_ms, end_ms, dims, bot: listener.bot });
-        self.expiry.push(Reverse((end_ms + self.hls_gap_ms, stream, listener.id)));
+        self.open_hls.insert(
+            key,
+            OpenHls {
+                start_ms,
+                end_ms,
+                dims,
+                bot: listener.bot,
+            },
+        );
+        self.expiry
+            .push(Reverse((end_ms + self.hls_gap_ms, stream, listener.id)));
     }
 
     fn close_hls(&mut self, key: (StreamId, ListenerId), s: OpenHls) {
@@ -296,7 +331,9 @@ impl Ingestor {
             }
             self.expiry.pop();
             let key = (stream, listener);
-            let Some(open) = self.open_hls.get(&key).copied() else { continue };
+            let Some(open) = self.open_hls.get(&key).copied() else {
+                continue;
+            };
             let due = open.end_ms + self.hls_gap_ms;
             if due < self.log_now_ms {
                 self.open_hls.remove(&key);
@@ -325,12 +362,17 @@ impl Ingestor {
     /// Everything accumulated since the last call.
     pub fn take(&mut self) -> (Vec<(HourKey, HourRollup)>, AgentCounters) {
         let rollups = self.acc.take();
-        let mut counters = AgentCounters { lines: std::mem::take(&mut self.lines), ..Default::default() };
+        let mut counters = AgentCounters {
+            lines: std::mem::take(&mut self.lines),
+            ..Default::default()
+        };
         for (reason, n) in self.malformed.drain() {
             counters.malformed.insert(reason.to_string(), n);
         }
         for ((t, status), n) in self.by_status.drain() {
-            counters.by_status.insert((self.tenant_names[t as usize].to_string(), status), n);
+            counters
+                .by_status
+                .insert((self.tenant_names[t as usize].to_string(), status), n);
         }
         (rollups, counters)
     }
@@ -361,7 +403,11 @@ impl Ingestor {
         let ua_ids = self.user_agent(ua_raw, &ua);
         let keyring = self.keyrings.entry((tenant, month)).or_insert_with(|| {
             let (y, m) = (month.div_euclid(12), month.rem_euclid(12) + 1);
-            ListenerKeyring::derive(&self.secret, &self.tenant_names[tenant as usize], &format!("{y:04}-{m:02}"))
+            ListenerKeyring::derive(
+                &self.secret,
+                &self.tenant_names[tenant as usize],
+                &format!("{y:04}-{m:02}"),
+            )
         });
         let id = keyring.listener(r.client_ip, &ua);
         let country = match self.geo.as_ref().and_then(|g| country_of(g, r.client_ip)) {
@@ -408,7 +454,12 @@ impl Ingestor {
         self.month_cache.1
     }
 
-    fn session_dims(&mut self, l: &ListenerInfo, query: Option<&[u8]>, r: &LogRecord<'_>) -> [ValueId; 6] {
+    fn session_dims(
+        &mut self,
+        l: &ListenerInfo,
+        query: Option<&[u8]>,
+        r: &LogRecord<'_>,
+    ) -> [ValueId; 6] {
         let referer = match (self.referer_field, r.captured_request) {
             (Some(i), Some(block)) => logline::captured_field(block, i).and_then(referrer_host),
             _ => None,
@@ -441,14 +492,23 @@ impl Ingestor {
                 bot: s.bot,
             })
             .collect();
-        let state = SavedState { version: 1, log_now_ms: self.log_now_ms, open, aqh: self.acc.save_aqh() };
+        let state = SavedState {
+            version: 1,
+            log_now_ms: self.log_now_ms,
+            open,
+            aqh: self.acc.save_aqh(),
+        };
         postcard::to_stdvec(&state).expect("state serialises")
     }
 
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
-        let state: SavedState = postcard::from_bytes(bytes).map_err(|e| IngestError::State(e.to_string()))?;
+        let state: SavedState =
+            postcard::from_bytes(bytes).map_err(|e| IngestError::State(e.to_string()))?;
         if state.version != 1 {
-            return Err(IngestError::State(format!("version {} is not 1", state.version)));
+            return Err(IngestError::State(format!(
+                "version {} is not 1",
+                state.version
+            )));
         }
         self.log_now_ms = state.log_now_ms;
         self.acc.restore_aqh(state.aqh);
@@ -463,8 +523,17 @@ impl Ingestor {
                 Protocol::Hls,
             );
             let dims = Dimension::ALL.map(|d| self.acc.value_id(d, &s.dims[d as usize]));
-            self.open_hls.insert((sid, s.listener), OpenHls { start_ms: s.start_ms, end_ms: s.end_ms, dims, bot: s.bot });
-            self.expiry.push(Reverse((s.end_ms + self.hls_gap_ms, sid, s.listener)));
+            self.open_hls.insert(
+                (sid, s.listener),
+                OpenHls {
+                    start_ms: s.start_ms,
+                    end_ms: s.end_ms,
+                    dims,
+                    bot: s.bot,
+                },
+            );
+            self.expiry
+                .push(Reverse((s.end_ms + self.hls_gap_ms, sid, s.listener)));
         }
         Ok(())
     }
@@ -518,7 +587,11 @@ impl std::hash::Hasher for PassThrough {
     }
 }
 
-fn intern_tenant(tenants: &mut HashMap<Box<str>, u32>, names: &mut Vec<Box<str>>, tenant: &str) -> u32 {
+fn intern_tenant(
+    tenants: &mut HashMap<Box<str>, u32>,
+    names: &mut Vec<Box<str>>,
+    tenant: &str,
+) -> u32 {
     if let Some(&id) = tenants.get(tenant) {
         return id;
     }
@@ -614,15 +687,24 @@ mod tests {
 
     #[test]
     fn referrer_hosts() {
-        assert_eq!(referrer_host(b"https://www.Example.de:8443/player?x=1").as_deref(), Some("www.example.de"));
+        assert_eq!(
+            referrer_host(b"https://www.Example.de:8443/player?x=1").as_deref(),
+            Some("www.example.de")
+        );
         assert_eq!(referrer_host(b"-"), None);
         assert_eq!(referrer_host(b""), None);
-        assert_eq!(referrer_host(b"android-app://com.example.radio").as_deref(), Some("com.example.radio"));
+        assert_eq!(
+            referrer_host(b"android-app://com.example.radio").as_deref(),
+            Some("com.example.radio")
+        );
     }
 
     #[test]
     fn source_params() {
-        assert_eq!(source_param(b"a=1&source=Facebook").as_deref(), Some("facebook"));
+        assert_eq!(
+            source_param(b"a=1&source=Facebook").as_deref(),
+            Some("facebook")
+        );
         assert_eq!(source_param(b"a=1"), None);
         assert_eq!(source_param(b"source="), None);
     }

@@ -53,7 +53,11 @@ pub struct HourRow {
 }
 
 impl DryRunReport {
-    pub fn new(rollups: &[(HourKey, HourRollup)], counters: &AgentCounters, detail: bool) -> DryRunReport {
+    pub fn new(
+        rollups: &[(HourKey, HourRollup)],
+        counters: &AgentCounters,
+        detail: bool,
+    ) -> DryRunReport {
         let wire_bytes = compressed_batch_size(rollups, counters);
         let mut report = DryRunReport {
             wire_bytes,
@@ -63,13 +67,19 @@ impl DryRunReport {
             ..Default::default()
         };
         for ((_, status), n) in &counters.by_status {
-            *report.not_sessions_by_status.entry(status.to_string()).or_default() += n;
+            *report
+                .not_sessions_by_status
+                .entry(status.to_string())
+                .or_default() += n;
         }
         let mut streams: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
         let mut hours = Vec::new();
         for (key, r) in rollups {
             let t = report.tenants.entry(key.tenant.clone()).or_default();
-            streams.entry(key.tenant.clone()).or_default().insert(&key.stream);
+            streams
+                .entry(key.tenant.clone())
+                .or_default()
+                .insert(&key.stream);
             let mut hour_uniques = UniqueSketch::new();
             let (mut s, mut sh, mut b, mut ms) = (0, 0, 0, 0);
             for q in &r.quarters {
@@ -80,7 +90,11 @@ impl DryRunReport {
                 hour_uniques.merge(&q.uniques);
                 for ((dim, value), c) in &q.dims {
                     if c.sessions > 0 {
-                        *t.breakdowns.entry(dim.as_str()).or_default().entry(value.clone()).or_default() += c.sessions;
+                        *t.breakdowns
+                            .entry(dim.as_str())
+                            .or_default()
+                            .entry(value.clone())
+                            .or_default() += c.sessions;
                     }
                 }
             }
@@ -90,7 +104,9 @@ impl DryRunReport {
             t.listening_seconds += ms as f64 / 1000.0;
             t.uniques.merge(&hour_uniques);
             for (i, m) in r.minutes.iter().enumerate() {
-                *t.minutes.entry(key.hour_ms + i as i64 * 60_000).or_default() += *m as u64;
+                *t.minutes
+                    .entry(key.hour_ms + i as i64 * 60_000)
+                    .or_default() += *m as u64;
             }
             if detail {
                 hours.push(HourRow {
@@ -140,12 +156,21 @@ fn compressed_batch_size(rollups: &[(HourKey, HourRollup)], counters: &AgentCoun
             Ok(())
         }
     }
-    let batch = BatchRef { agent_id: "", seq: 0, rollups, counters };
+    let batch = BatchRef {
+        agent_id: "",
+        seq: 0,
+        rollups,
+        counters,
+    };
     let z = flate2::write::DeflateEncoder::new(Count(0), flate2::Compression::default());
-    let Ok(z) = postcard::to_io(&batch, z) else { return 0 };
+    let Ok(z) = postcard::to_io(&batch, z) else {
+        return 0;
+    };
     z.finish().map_or(0, |c| c.0)
 }
 
 pub fn rfc3339(t_ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(t_ms).map(|t| t.to_string()).unwrap_or_default()
+    jiff::Timestamp::from_millisecond(t_ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }

@@ -9,7 +9,11 @@ use crate::config::{RouteRule, RoutingConfig, SessionConfig, valid_tenant};
 /// What a request is for, or why it is not a session.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'a> {
-    Stream { tenant: &'a str, stream: StreamName<'a>, protocol: Protocol },
+    Stream {
+        tenant: &'a str,
+        stream: StreamName<'a>,
+        protocol: Protocol,
+    },
     /// Dropped by a rule or an ignore pattern; counted by status under `tenant`.
     Ignored { tenant: &'a str },
 }
@@ -52,8 +56,14 @@ struct PathPatterns {
 
 impl PathPatterns {
     fn new(patterns: &[String]) -> PathPatterns {
-        let mut p =
-            PathPatterns { exact: vec![], extensions: vec![], long_extensions: vec![], suffixes: vec![], prefixes: vec![], general: vec![] };
+        let mut p = PathPatterns {
+            exact: vec![],
+            extensions: vec![],
+            long_extensions: vec![],
+            suffixes: vec![],
+            prefixes: vec![],
+            general: vec![],
+        };
         for pat in patterns {
             let b = pat.as_bytes();
             let stars = b.iter().filter(|&&c| c == b'*').count();
@@ -77,7 +87,11 @@ impl PathPatterns {
     fn matches(&self, path: &[u8], extension: Option<&[u8]>) -> bool {
         if let Some(ext) = extension {
             if let Some(packed) = pack(ext) {
-                if self.extensions.iter().any(|&(len, e)| len == ext.len() && e == packed) {
+                if self
+                    .extensions
+                    .iter()
+                    .any(|&(len, e)| len == ext.len() && e == packed)
+                {
                     return true;
                 }
             } else if self.long_extensions.iter().any(|e| e == ext) {
@@ -103,12 +117,16 @@ impl Router {
 
     /// The tenant a backend stands for when no rule says otherwise.
     pub fn default_tenant<'a>(&self, backend: &'a str) -> &'a str {
-        backend.strip_prefix(self.prefix.as_str()).unwrap_or(backend)
+        backend
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or(backend)
     }
 
     /// `backend` as logged; `path` without query; `host` when known.
     pub fn route<'a>(&'a self, backend: &'a str, path: &'a [u8], host: Option<&[u8]>) -> Route<'a> {
-        let default_tenant = backend.strip_prefix(self.prefix.as_str()).unwrap_or(backend);
+        let default_tenant = backend
+            .strip_prefix(self.prefix.as_str())
+            .unwrap_or(backend);
         let ext = extension(path);
         let protocol = if self.hls.matches(path, ext) {
             Protocol::Hls
@@ -129,13 +147,23 @@ impl Router {
                     Some(s) => StreamName::Configured(s),
                     None => default_stream,
                 };
-                return Route::Stream { tenant, stream, protocol };
+                return Route::Stream {
+                    tenant,
+                    stream,
+                    protocol,
+                };
             }
         }
         if self.ignore.matches(path, ext) || !valid_tenant(default_tenant) {
-            return Route::Ignored { tenant: default_tenant };
+            return Route::Ignored {
+                tenant: default_tenant,
+            };
         }
-        Route::Stream { tenant: default_tenant, stream: default_stream, protocol }
+        Route::Stream {
+            tenant: default_tenant,
+            stream: default_stream,
+            protocol,
+        }
     }
 }
 
@@ -260,7 +288,10 @@ mod tests {
                 protocol: Protocol::Hls
             }
         );
-        assert_eq!(r.route("be_radio1", b"/favicon.ico", None), Route::Ignored { tenant: "radio1" });
+        assert_eq!(
+            r.route("be_radio1", b"/favicon.ico", None),
+            Route::Ignored { tenant: "radio1" }
+        );
     }
 
     #[test]
@@ -279,8 +310,15 @@ mod tests {
         ));
         assert_eq!(
             r.route("be_shared", b"/b/live.mp3", None),
-            Route::Stream { tenant: "b", stream: StreamName::Configured("main"), protocol: Protocol::Icecast }
+            Route::Stream {
+                tenant: "b",
+                stream: StreamName::Configured("main"),
+                protocol: Protocol::Icecast
+            }
         );
-        assert_eq!(r.route("stats", b"/", None), Route::Ignored { tenant: "stats" });
+        assert_eq!(
+            r.route("stats", b"/", None),
+            Route::Ignored { tenant: "stats" }
+        );
     }
 }

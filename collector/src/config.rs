@@ -965,7 +965,10 @@ mod shipped_example {
     /// The example the package installs as /etc/earshot/collector.toml is valid as it is.
     #[test]
     fn the_packaged_collector_toml_is_valid() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/collector.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../packaging/collector.toml"
+        ));
         let text = std::fs::read_to_string(path).unwrap();
         CollectorConfig::parse(&text, path).unwrap();
     }

@@ -166,17 +166,33 @@ pub fn init(options: &InitOptions) -> Result<Deployment, InitError> {
         path("collector.crt"),
         path("collector.key"),
     );
-    let mut agents = vec![(options.agent.clone(), "agent.toml".to_string(), "agent-state".to_string())];
+    let mut agents = vec![(
+        options.agent.clone(),
+        "agent.toml".to_string(),
+        "agent-state".to_string(),
+    )];
     for i in 2..=options.agents.max(1) {
-        agents.push((format!("agent-{i}"), format!("agent-{i}.toml"), format!("agent-{i}-state")));
+        agents.push((
+            format!("agent-{i}"),
+            format!("agent-{i}.toml"),
+            format!("agent-{i}-state"),
+        ));
     }
     for (name, _, _) in &agents[1..] {
         if *name == options.agent {
-            return Err(InitError::Invalid(format!("agent name {name:?} is also an extra agent's name")));
+            return Err(InitError::Invalid(format!(
+                "agent name {name:?} is also an extra agent's name"
+            )));
         }
     }
     let (identity, admin_token) = (path("identity.secret"), path("admin.token"));
-    let mut all = vec![collector_toml.clone(), cert.clone(), key.clone(), identity.clone(), admin_token.clone()];
+    let mut all = vec![
+        collector_toml.clone(),
+        cert.clone(),
+        key.clone(),
+        identity.clone(),
+        admin_token.clone(),
+    ];
     for (name, config, _) in &agents {
         all.push(path(&format!("{name}.token")));
         all.push(path(config));
@@ -199,7 +215,11 @@ pub fn init(options: &InitOptions) -> Result<Deployment, InitError> {
     let force = options.force;
     tls::write_cert_and_key(&certificate, &cert, &key, force)?;
     for ((name, _, _), secret) in agents.iter().zip(&agent_secrets) {
-        tls::write_private(&path(&format!("{name}.token")), format!("{secret}\n").as_bytes(), force)?;
+        tls::write_private(
+            &path(&format!("{name}.token")),
+            format!("{secret}\n").as_bytes(),
+            force,
+        )?;
     }
     tls::write_private(&admin_token, format!("{admin_secret}\n").as_bytes(), force)?;
     tls::write_private(&identity, format!("{}\n", new_secret()).as_bytes(), force)?;

@@ -3,14 +3,14 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod query;
-pub mod store;
+pub mod apps;
 pub mod config;
+pub mod events;
 pub mod init;
 pub mod link;
 pub mod live;
-pub mod tls;
-pub mod sources;
+pub mod query;
 pub mod sdnotify;
-pub mod events;
-pub mod apps;
+pub mod sources;
+pub mod store;
+pub mod tls;

@@ -1036,9 +1036,14 @@ mod tests {
             token: "token-1".into(),
             agent_version: "future".into(),
         });
-        let reply = raw_request(&conn, &wire::encode_frame(&hello).unwrap()).await.unwrap();
+        let reply = raw_request(&conn, &wire::encode_frame(&hello).unwrap())
+            .await
+            .unwrap();
         match reply {
-            CollectorMessage::Refused { reason, retry: false } => {
+            CollectorMessage::Refused {
+                reason,
+                retry: false,
+            } => {
                 assert!(reason.contains("protocol"), "{reason}")
             }
             other => panic!("expected a refusal, got {other:?}"),

@@ -52,7 +52,9 @@ impl ListenerKeyring {
         }
         mac.update(user_agent);
         let out = mac.finalize().into_bytes();
-        ListenerId(u64::from_be_bytes(out[..8].try_into().expect("32-byte HMAC")))
+        ListenerId(u64::from_be_bytes(
+            out[..8].try_into().expect("32-byte HMAC"),
+        ))
     }
 }
 
@@ -80,9 +82,18 @@ mod tests {
         assert_ne!(a, k.listener(ip, b"VLC/3.1"));
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(a, k.listener(mapped, b"VLC/3.0"));
-        assert_ne!(a, ListenerKeyring::derive(b"secret", "radio2", "2026-11").listener(ip, b"VLC/3.0"));
-        assert_ne!(a, ListenerKeyring::derive(b"secret", "radio1", "2026-12").listener(ip, b"VLC/3.0"));
-        assert_ne!(a, ListenerKeyring::derive(b"other", "radio1", "2026-11").listener(ip, b"VLC/3.0"));
+        assert_ne!(
+            a,
+            ListenerKeyring::derive(b"secret", "radio2", "2026-11").listener(ip, b"VLC/3.0")
+        );
+        assert_ne!(
+            a,
+            ListenerKeyring::derive(b"secret", "radio1", "2026-12").listener(ip, b"VLC/3.0")
+        );
+        assert_ne!(
+            a,
+            ListenerKeyring::derive(b"other", "radio1", "2026-11").listener(ip, b"VLC/3.0")
+        );
     }
 
     #[test]

@@ -33,7 +33,10 @@ pub const LENGTH_BUCKETS: usize = LENGTH_EDGES_S.len();
 /// The length bucket of a qualifying session of `length_ms` (≥ 60 s).
 pub fn length_bucket(length_ms: i64) -> usize {
     let s = (length_ms.max(0) / 1000) as u64;
-    LENGTH_EDGES_S.iter().rposition(|&edge| s >= edge).unwrap_or(0)
+    LENGTH_EDGES_S
+        .iter()
+        .rposition(|&edge| s >= edge)
+        .unwrap_or(0)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -81,6 +81,9 @@ mod tests {
         assert_eq!(quarter_start(16 * MINUTE_MS + 5), QUARTER_MS);
         assert_eq!(overlap_ms(0, 10, 5, 20), 5);
         assert_eq!(overlap_ms(0, 10, 10, 20), 0);
-        assert_eq!(epoch_label(days_from_civil(2026, 11, 28) * DAY_MS), "2026-11");
+        assert_eq!(
+            epoch_label(days_from_civil(2026, 11, 28) * DAY_MS),
+            "2026-11"
+        );
     }
 }

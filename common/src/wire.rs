@@ -39,9 +39,14 @@ pub enum AgentMessage {
 pub fn compress_batch(batch: &Batch) -> Result<Vec<u8>, WireError> {
     use std::io::Write;
     let raw = postcard::to_stdvec(batch)?;
-    let mut z = flate2::write::DeflateEncoder::new(Vec::with_capacity(raw.len() / 3), flate2::Compression::default());
-    z.write_all(&raw).map_err(|e| WireError::Compression(e.to_string()))?;
-    z.finish().map_err(|e| WireError::Compression(e.to_string()))
+    let mut z = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(raw.len() / 3),
+        flate2::Compression::default(),
+    );
+    z.write_all(&raw)
+        .map_err(|e| WireError::Compression(e.to_string()))?;
+    z.finish()
+        .map_err(|e| WireError::Compression(e.to_string()))
 }
 
 /// Inflates and decodes a [`AgentMessage::CompressedBatch`], refusing to inflate past
@@ -131,11 +136,18 @@ impl AgentCounters {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum CollectorMessage {
-    Welcome { protocol_version: u32 },
+    Welcome {
+        protocol_version: u32,
+    },
     /// The batch is merged (now or before). The agent may forget it.
-    Ack { seq: u64 },
+    Ack {
+        seq: u64,
+    },
     /// The request was refused; `retry` says whether sending it again later may succeed.
-    Refused { reason: String, retry: bool },
+    Refused {
+        reason: String,
+        retry: bool,
+    },
     /// The agent's [`AgentMessage::Health`] was received.
     Noted,
 }
@@ -198,7 +210,14 @@ mod tests {
         let b = AgentMessage::Batch(Batch {
             agent_id: "a".into(),
             seq: 7,
-            rollups: vec![(HourKey { tenant: "t".into(), stream: "/s".into(), hour_ms: 3_600_000 }, r)],
+            rollups: vec![(
+                HourKey {
+                    tenant: "t".into(),
+                    stream: "/s".into(),
+                    hour_ms: 3_600_000,
+                },
+                r,
+            )],
             counters: AgentCounters::default(),
         });
         let frame = encode_frame(&b).unwrap();
@@ -236,7 +255,14 @@ mod tests {
         let b = Batch {
             agent_id: "a".into(),
             seq: 3,
-            rollups: vec![(HourKey { tenant: "t".into(), stream: "/s".into(), hour_ms: 0 }, r)],
+            rollups: vec![(
+                HourKey {
+                    tenant: "t".into(),
+                    stream: "/s".into(),
+                    hour_ms: 0,
+                },
+                r,
+            )],
             counters: AgentCounters::default(),
         };
         assert_eq!(decompress_batch(&compress_batch(&b).unwrap()).unwrap(), b);
@@ -246,7 +272,10 @@ mod tests {
         z.write_all(&vec![0u8; 2 * MAX_FRAME]).unwrap();
         let bomb = z.finish().unwrap();
         assert!(bomb.len() < 200_000);
-        assert!(matches!(decompress_batch(&bomb), Err(WireError::TooLarge(_))));
+        assert!(matches!(
+            decompress_batch(&bomb),
+            Err(WireError::TooLarge(_))
+        ));
         assert!(decompress_batch(b"not deflate at all").is_err());
     }
 

@@ -203,7 +203,7 @@ fn hostile_lines_are_counted_and_skipped_and_good_lines_still_count() {
         .unwrap()
         .to_string();
     let mut hostile: Vec<Vec<u8>> = vec![
-        good[..good.len() / 2].as_bytes().to_vec(),
+        good.as_bytes()[..good.len() / 2].to_vec(),
         (0..300u32)
             .map(|i| (i * 37 % 256) as u8)
             .filter(|b| *b != b'\n')

@@ -43,10 +43,18 @@ fn countries_come_from_the_configured_database() {
     let cfg = dir.path().join("agent.toml");
     std::fs::write(
         &cfg,
-        format!("[inputs]\nlog_timezone = \"UTC\"\n[classify]\ngeoip_db = \"{}\"\n", db.display()),
+        format!(
+            "[inputs]\nlog_timezone = \"UTC\"\n[classify]\ngeoip_db = \"{}\"\n",
+            db.display()
+        ),
     )
     .unwrap();
-    let out = run_ok(Command::new(bin("earshot-agent")).args(["ingest", "--dry-run", "--config"]).arg(&cfg).arg(&log));
+    let out = run_ok(
+        Command::new(bin("earshot-agent"))
+            .args(["ingest", "--dry-run", "--config"])
+            .arg(&cfg)
+            .arg(&log),
+    );
     let report: Value = serde_json::from_str(&out).unwrap();
     let countries = &report["tenants"]["radio1"]["breakdowns"]["country"];
     assert_eq!(countries["DE"], 2, "{out}");

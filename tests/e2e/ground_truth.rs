@@ -20,25 +20,48 @@ fn dry_run(config: &std::path::Path, files: &[std::path::PathBuf]) -> Value {
 }
 
 fn check_host(report: &Value, sessions: &[TruthSession], host: &str) {
-    let mine: Vec<TruthSession> = sessions.iter().filter(|s| s.host == host).cloned().collect();
+    let mine: Vec<TruthSession> = sessions
+        .iter()
+        .filter(|s| s.host == host)
+        .cloned()
+        .collect();
     let expected: BTreeMap<String, truth::Metrics> = truth::per_tenant_totals(&mine);
     let got = report["tenants"].as_object().unwrap();
     for (tenant, want) in &expected {
         let g = &got[tenant];
         assert_eq!(g["sessions"], want.sessions, "{host} {tenant} sessions");
-        assert_eq!(g["short_sessions"], want.short_sessions, "{host} {tenant} short_sessions");
-        assert_eq!(g["bot_sessions"], want.bot_sessions, "{host} {tenant} bot_sessions");
+        assert_eq!(
+            g["short_sessions"], want.short_sessions,
+            "{host} {tenant} short_sessions"
+        );
+        assert_eq!(
+            g["bot_sessions"], want.bot_sessions,
+            "{host} {tenant} bot_sessions"
+        );
         let ls = g["listening_seconds"].as_f64().unwrap();
-        assert!((ls - want.listening_seconds).abs() < 0.01, "{host} {tenant} listening {ls} vs {}", want.listening_seconds);
+        assert!(
+            (ls - want.listening_seconds).abs() < 0.01,
+            "{host} {tenant} listening {ls} vs {}",
+            want.listening_seconds
+        );
         let u = g["unique_listeners"].as_u64().unwrap() as f64;
         let wu = want.unique_listeners as f64;
-        assert!((u - wu).abs() <= (wu * 0.02).max(0.0), "{host} {tenant} uniques {u} vs {wu}");
-        assert_eq!(g["peak_concurrent"], want.peak_concurrent, "{host} {tenant} peak");
+        assert!(
+            (u - wu).abs() <= (wu * 0.02).max(0.0),
+            "{host} {tenant} uniques {u} vs {wu}"
+        );
+        assert_eq!(
+            g["peak_concurrent"], want.peak_concurrent,
+            "{host} {tenant} peak"
+        );
     }
     for tenant in got.keys() {
         if !expected.contains_key(tenant) {
             let g = &got[tenant];
-            assert_eq!(g["sessions"], 0, "{host}: sessions for {tenant}, which had none");
+            assert_eq!(
+                g["sessions"], 0,
+                "{host}: sessions for {tenant}, which had none"
+            );
         }
     }
 }

@@ -28,9 +28,15 @@ async fn play_hls(proxy: std::net::SocketAddr, ip: &str, play: Duration) -> Dura
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < play {
-        assert_eq!(get_once(proxy, ip, "/hls/radio1/live.m3u8", IPHONE).await, 200);
+        assert_eq!(
+            get_once(proxy, ip, "/hls/radio1/live.m3u8", IPHONE).await,
+            200
+        );
         n += 1;
-        assert_eq!(get_once(proxy, ip, &format!("/hls/radio1/seg_{n}.aac"), IPHONE).await, 200);
+        assert_eq!(
+            get_once(proxy, ip, &format!("/hls/radio1/seg_{n}.aac"), IPHONE).await,
+            200
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     started.elapsed()
@@ -54,9 +60,19 @@ async fn agent_counts_what_listeners_did_through_real_haproxy() {
             .stderr(Stdio::null()),
     );
     let proxy: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(wait_for_port(proxy, Duration::from_secs(10)), "haproxy did not start");
+    assert!(
+        wait_for_port(proxy, Duration::from_secs(10)),
+        "haproxy did not start"
+    );
 
-    let a = tokio::spawn(listen_progressive(proxy, "127.0.0.2", "/radio1/live.mp3", VLC, "", Duration::from_secs(4)));
+    let a = tokio::spawn(listen_progressive(
+        proxy,
+        "127.0.0.2",
+        "/radio1/live.mp3",
+        VLC,
+        "",
+        Duration::from_secs(4),
+    ));
     let b = tokio::spawn(listen_progressive(
         proxy,
         "127.0.0.3",
@@ -65,14 +81,36 @@ async fn agent_counts_what_listeners_did_through_real_haproxy() {
         "https://player.radio.test/embed",
         Duration::from_secs(3),
     ));
-    let c = tokio::spawn(listen_progressive(proxy, "127.0.0.2", "/radio1/live.mp3", VLC, "", Duration::from_secs(1)));
-    let d = tokio::spawn(listen_progressive(proxy, "127.0.0.5", "/radio1/live.mp3", BOT, "", Duration::from_secs(3)));
-    assert_eq!(get_once(proxy, "127.0.0.6", "/nothing-here", CHROME).await, 404);
+    let c = tokio::spawn(listen_progressive(
+        proxy,
+        "127.0.0.2",
+        "/radio1/live.mp3",
+        VLC,
+        "",
+        Duration::from_secs(1),
+    ));
+    let d = tokio::spawn(listen_progressive(
+        proxy,
+        "127.0.0.5",
+        "/radio1/live.mp3",
+        BOT,
+        "",
+        Duration::from_secs(3),
+    ));
+    assert_eq!(
+        get_once(proxy, "127.0.0.6", "/nothing-here", CHROME).await,
+        404
+    );
     let e1 = play_hls(proxy, "127.0.0.4", Duration::from_secs(4)).await;
     // A pause longer than the 3 s gap: the next requests are a new session.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let e2 = play_hls(proxy, "127.0.0.4", Duration::from_secs(3)).await;
-    let (a, b, _c, _d) = (a.await.unwrap(), b.await.unwrap(), c.await.unwrap(), d.await.unwrap());
+    let (a, b, _c, _d) = (
+        a.await.unwrap(),
+        b.await.unwrap(),
+        c.await.unwrap(),
+        d.await.unwrap(),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     haproxy.terminate(Duration::from_secs(5));
 
@@ -92,12 +130,21 @@ async fn agent_counts_what_listeners_did_through_real_haproxy() {
     let log_text = std::fs::read_to_string(&log).unwrap();
     let t = &report["tenants"]["radio1"];
     assert_eq!(report["malformed_lines"], 0, "{out}\n{log_text}");
-    assert_eq!(t["sessions"], 4, "A, B and two HLS sessions\n{out}\n{log_text}");
+    assert_eq!(
+        t["sessions"], 4,
+        "A, B and two HLS sessions\n{out}\n{log_text}"
+    );
     assert_eq!(t["short_sessions"], 1, "C held 1 s\n{out}");
     assert_eq!(t["bot_sessions"], 1, "D is Googlebot\n{out}");
-    assert_eq!(t["unique_listeners"], 3, "127.0.0.2/VLC, 127.0.0.3/Chrome, 127.0.0.4/iPhone\n{out}");
+    assert_eq!(
+        t["unique_listeners"], 3,
+        "127.0.0.2/VLC, 127.0.0.3/Chrome, 127.0.0.4/iPhone\n{out}"
+    );
     assert_eq!(report["not_sessions_by_status"]["404"], 1, "{out}");
     let expected = (a + b + e1 + e2).as_secs_f64();
     let got = t["listening_seconds"].as_f64().unwrap();
-    assert!((got - expected).abs() < 1.0, "listening {got} s, listeners measured {expected} s\n{log_text}");
+    assert!(
+        (got - expected).abs() < 1.0,
+        "listening {got} s, listeners measured {expected} s\n{log_text}"
+    );
 }

@@ -78,7 +78,11 @@ pub(crate) fn icecast_config(dir: &Path, port: u16) -> String {
 
 /// A source client (HTTP PUT, as `configs/source.py` does) feeding MPEG-1 layer III frames
 /// at about 128 kbit/s until its task is aborted. Returns once Icecast accepted it.
-pub(crate) async fn feed(icecast: SocketAddr, mount: &str, name: &str) -> tokio::task::JoinHandle<()> {
+pub(crate) async fn feed(
+    icecast: SocketAddr,
+    mount: &str,
+    name: &str,
+) -> tokio::task::JoinHandle<()> {
     let mut conn = tokio::net::TcpStream::connect(icecast).await.unwrap();
     // base64("source:srcpass")
     let auth = "c291cmNlOnNyY3Bhc3M=";

@@ -16,7 +16,13 @@ fn live_listeners(d: &Deployment) -> Option<u64> {
     d.api("/api/v1/tenants/radio1/live")["listeners"].as_u64()
 }
 
-fn until(d: &Deployment, want: u64, since: Instant, within: Duration, agent_log: &std::path::Path) -> Duration {
+fn until(
+    d: &Deployment,
+    want: u64,
+    since: Instant,
+    within: Duration,
+    agent_log: &std::path::Path,
+) -> Duration {
     loop {
         if live_listeners(d) == Some(want) {
             return since.elapsed();
@@ -41,10 +47,17 @@ async fn live_api_follows_icecast_listeners() {
     std::fs::write(&cfg, icecast_config(&icedir, port)).unwrap();
     let _icecast = Proc::spawn(
         "icecast2",
-        Command::new("icecast2").arg("-c").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()),
+        Command::new("icecast2")
+            .arg("-c")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
     );
     let icecast: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(wait_for_port(icecast, Duration::from_secs(10)), "icecast2 did not start");
+    assert!(
+        wait_for_port(icecast, Duration::from_secs(10)),
+        "icecast2 did not start"
+    );
     let password_file = tmp.path().join("icecast.pass");
     std::fs::write(&password_file, format!("{ADMIN_PASSWORD}\n")).unwrap();
 

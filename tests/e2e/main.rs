@@ -1,19 +1,19 @@
 //! End-to-end tests: the real binaries, real QUIC on loopback, real SQLite files, and Debian's
 //! HAProxy where the feature touches it.
 
-mod haproxy_logs;
+mod apps;
+mod fault_crash;
+mod fault_mangled;
+mod fault_partition;
+mod fault_resources;
+mod fault_rotation;
+mod fault_security;
 mod geo;
+mod ground_truth;
+mod haproxy_logs;
+mod live_api;
 mod live_haproxy;
 mod live_icecast;
-mod ground_truth;
+mod live_icecast_api;
 mod pipeline;
 mod rotation;
-mod live_api;
-mod fault_crash;
-mod fault_partition;
-mod fault_rotation;
-mod live_icecast_api;
-mod fault_resources;
-mod apps;
-mod fault_security;
-mod fault_mangled;

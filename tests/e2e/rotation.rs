@@ -45,18 +45,35 @@ fn rotate_rename(dir: &Path) {
 fn rotate_copytruncate(dir: &Path) {
     shift(dir);
     std::fs::copy(dir.join("haproxy.log"), dir.join("haproxy.log.1")).unwrap();
-    std::fs::OpenOptions::new().write(true).truncate(true).open(dir.join("haproxy.log")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(dir.join("haproxy.log"))
+        .unwrap();
 }
 
 fn append(path: &Path, bytes: &[u8]) {
     use std::io::Write;
-    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(bytes).unwrap();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
 }
 
 #[test]
 fn run_follows_every_rotation_shape_and_counts_each_line_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let scenario = Scenario { hosts: 1, hours: 6, stations: 4, listeners: 500, seed: 11, ..Scenario::default() };
+    let scenario = Scenario {
+        hosts: 1,
+        hours: 6,
+        stations: 4,
+        listeners: 500,
+        seed: 11,
+        ..Scenario::default()
+    };
     let generated = earshot_loadgen::generate(&scenario, &tmp.path().join("gen")).unwrap();
     let hours: Vec<Vec<u8>> = generated.files[0].1.iter().map(|p| content(p)).collect();
     assert_eq!(hours.len(), 6);
@@ -67,7 +84,11 @@ fn run_follows_every_rotation_shape_and_counts_each_line_once() {
     let live = logs.join("haproxy.log");
     let config = d.agent_config(1);
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("files = []", &format!("files = [\"{}\"]", live.display()))).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("files = []", &format!("files = [\"{}\"]", live.display())),
+    )
+    .unwrap();
 
     // Two hours are written and rotated (rename, then copytruncate) before the agent starts.
     append(&live, &hours[0]);
@@ -101,8 +122,11 @@ fn run_follows_every_rotation_shape_and_counts_each_line_once() {
 
     let tenant = "radio001";
     let (from, to) = truth::all_time(&generated.sessions);
-    let summary_path =
-        format!("/api/v1/tenants/{tenant}/streaming/summary?from={}&to={}", rfc3339(from), rfc3339(to));
+    let summary_path = format!(
+        "/api/v1/tenants/{tenant}/streaming/summary?from={}&to={}",
+        rfc3339(from),
+        rfc3339(to)
+    );
     let lines_so_far = |d: &Deployment| d.api(&summary_path)["sessions"].as_u64().unwrap_or(0);
 
     // Hour 3 by rename, hour 4 by copytruncate with notify; hours 5 and 6 are rotated twice
@@ -111,11 +135,17 @@ fn run_follows_every_rotation_shape_and_counts_each_line_once() {
     for (i, shape) in [(2, "rename"), (3, "copytruncate")] {
         append(&live, &hours[i]);
         let before = lines_so_far(&d);
-        if shape == "rename" { rotate_rename(&logs) } else { rotate_copytruncate(&logs) }
+        if shape == "rename" {
+            rotate_rename(&logs)
+        } else {
+            rotate_copytruncate(&logs)
+        }
         let t0 = Instant::now();
         notify(&live);
-        wait_for(Duration::from_secs(60), || (lines_so_far(&d) > before).then_some(()))
-            .unwrap_or_else(|| panic!("hour {i} ({shape}) never reached the API"));
+        wait_for(Duration::from_secs(60), || {
+            (lines_so_far(&d) > before).then_some(())
+        })
+        .unwrap_or_else(|| panic!("hour {i} ({shape}) never reached the API"));
         latencies.push(t0.elapsed());
     }
     append(&live, &hours[4]);
@@ -130,17 +160,33 @@ fn run_follows_every_rotation_shape_and_counts_each_line_once() {
         (got["sessions"].as_u64() == Some(want.sessions)).then_some(got)
     });
     let mut log = String::new();
-    std::fs::File::open(tmp.path().join("agent.log")).unwrap().read_to_string(&mut log).unwrap();
-    let got = settled.unwrap_or_else(|| panic!("the API never reached {} sessions (has {})\n{log}", want.sessions, lines_so_far(&d)));
+    std::fs::File::open(tmp.path().join("agent.log"))
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let got = settled.unwrap_or_else(|| {
+        panic!(
+            "the API never reached {} sessions (has {})\n{log}",
+            want.sessions,
+            lines_so_far(&d)
+        )
+    });
     assert_eq!(got["short_sessions"].as_u64(), Some(want.short_sessions));
     assert_eq!(got["bot_sessions"].as_u64(), Some(want.bot_sessions));
     assert_eq!(got["peak_concurrent"].as_u64(), Some(want.peak_concurrent));
     let ls = got["listening_seconds"].as_f64().unwrap();
-    assert!((ls - want.listening_seconds).abs() < 1e-3, "listening {ls} vs {}", want.listening_seconds);
+    assert!(
+        (ls - want.listening_seconds).abs() < 1e-3,
+        "listening {ls} vs {}",
+        want.listening_seconds
+    );
     // Nothing is read twice: a later scan finds nothing new.
     notify(&live);
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(d.api(&summary_path)["sessions"].as_u64(), Some(want.sessions));
+    assert_eq!(
+        d.api(&summary_path)["sessions"].as_u64(),
+        Some(want.sessions)
+    );
     agent.terminate(Duration::from_secs(20));
     eprintln!("rotation → API latency: {:?}", latencies);
 }
