@@ -3,6 +3,7 @@
 
 mod apps;
 mod fault_crash;
+mod fault_http;
 mod fault_mangled;
 mod fault_partition;
 mod fault_resources;

@@ -65,8 +65,20 @@ impl ApiToken {
     }
 }
 
+/// 404 for what cannot be a tenant name (letters, digits, '-', '_', '.'; at most 64), then
 /// 403 unless the token's scope holds the tenant.
 pub fn authorize(token: &ApiToken, tenant: &str) -> Result<(), ApiError> {
+    let plain = !tenant.is_empty()
+        && tenant.len() <= 64
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !plain {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "no such tenant: tenant names are letters, digits, '-', '_' and '.', at most 64",
+        ));
+    }
     if token.may_read(tenant) {
         Ok(())
     } else {
