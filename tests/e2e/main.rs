@@ -6,6 +6,7 @@ mod fault_crash;
 mod fault_http;
 mod fault_mangled;
 mod fault_partition;
+mod fault_quic;
 mod fault_resources;
 mod fault_rotation;
 mod fault_security;
