@@ -406,16 +406,20 @@ impl HealthReport {
         let spool = spool.clone();
         let sizes = tokio::task::spawn_blocking(move || {
             let spool = lock(&spool);
-            Ok::<_, crate::spool::SpoolError>((spool.pending_count()?, spool.pending_bytes()?))
+            Ok::<_, crate::spool::SpoolError>((
+                spool.pending_count()?,
+                spool.pending_bytes()?,
+                spool.dropped_batches()?,
+            ))
         })
         .await;
-        let (spool_batches, spool_bytes) = match sizes {
+        let (spool_batches, spool_bytes, spool_dropped_batches) = match sizes {
             Ok(Ok(sizes)) => sizes,
             Ok(Err(e)) => {
                 tracing::warn!("cannot measure the spool: {e}");
-                (0, 0)
+                (0, 0, 0)
             }
-            Err(_) => (0, 0),
+            Err(_) => (0, 0, 0),
         };
         let ship = shipper.stats();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -430,6 +434,7 @@ impl HealthReport {
             live_dropped: load(&ship.live_dropped)
                 + self.live.as_ref().map_or(0, |l| load(&l.samples_dropped)),
             live_polls_failed: self.live.as_ref().map_or(0, |l| load(&l.polls_failed)),
+            spool_dropped_batches,
         };
         if let Err(e) = shipper.send_health(&health).await {
             tracing::debug!("health report not sent: {e}");

@@ -88,6 +88,8 @@ pub struct AgentHealth {
     pub live_dropped: u64,
     /// Polls of a live source (HAProxy runtime API, Icecast) that failed.
     pub live_polls_failed: u64,
+    /// Batches dropped because the spool was full (`[spool] when_full`), over the spool's life.
+    pub spool_dropped_batches: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

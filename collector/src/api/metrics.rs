@@ -299,7 +299,13 @@ pub(super) async fn metrics(
         }
     }
     type Field = fn(&earshot_common::wire::AgentHealth) -> u64;
-    let health: [(&str, &str, &str, Field); 7] = [
+    let health: [(&str, &str, &str, Field); 8] = [
+        (
+            "earshot_agent_spool_dropped_batches_total",
+            "counter",
+            "Batches the agent dropped because its spool was full ([spool] when_full).",
+            |h| h.spool_dropped_batches,
+        ),
         (
             "earshot_agent_sessions_open",
             "gauge",
