@@ -111,6 +111,10 @@ impl Accumulator {
         &self.streams[id as usize].tenant
     }
 
+    pub fn stream_name(&self, id: StreamId) -> &str {
+        &self.streams[id as usize].stream
+    }
+
     /// Interns a dimension value.
     pub fn value_id(&mut self, dim: Dimension, value: &str) -> ValueId {
         let d = dim as usize;

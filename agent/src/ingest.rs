@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::accumulate::{Accumulator, AqhEntry, Session, StreamId, ValueId};
 use crate::clock::LogClock;
 use crate::config::AgentConfig;
-use crate::logline::{self, LineKind, LogRecord};
+use crate::logline::{self, LineKind, LogRecord, Malformed};
 use crate::route::{Route, Router};
 use crate::useragent::UaClassifier;
 
@@ -86,8 +86,8 @@ pub struct Ingestor {
     /// the table and no raw address kept, even in memory.
     listeners: std::collections::HashMap<u128, ListenerInfo, BuildPassThrough>,
     user_agents: HashMap<Box<[u8]>, UaInfoIds>,
-    /// "tenant\0stream" → ids.
-    streams: HashMap<Box<[u8]>, (u32, StreamId)>,
+    /// [`cache_key`] of "tenant\0stream" → ids.
+    streams: std::collections::HashMap<u128, (u32, StreamId), BuildPassThrough>,
     open_hls: HashMap<(StreamId, ListenerId), OpenHls>,
     expiry: BinaryHeap<Reverse<(i64, StreamId, ListenerId)>>,
     log_now_ms: i64,
@@ -152,7 +152,7 @@ impl Ingestor {
             keyrings: HashMap::default(),
             listeners: std::collections::HashMap::with_hasher(BuildPassThrough),
             user_agents: HashMap::default(),
-            streams: HashMap::default(),
+            streams: std::collections::HashMap::with_hasher(BuildPassThrough),
             open_hls: HashMap::default(),
             expiry: BinaryHeap::new(),
             log_now_ms: i64::MIN,
@@ -260,8 +260,9 @@ impl Ingestor {
             return self.count_malformed("no_duration");
         }
         let end_ms = start_ms + r.duration_ms;
-        let Some(listener) = self.listener(tenant_id, start_ms, r) else {
-            return self.count_malformed("bad_user_agent_capture");
+        let listener = match self.listener(tenant_id, start_ms, r) {
+            Ok(listener) => listener,
+            Err(reason) => return self.count_malformed(reason),
         };
         match protocol {
             Protocol::Icecast => {
@@ -377,8 +378,15 @@ impl Ingestor {
         (rollups, counters)
     }
 
-    /// The hashed listener of a line, hashing once per (tenant, month, address, User-Agent).
-    fn listener(&mut self, tenant: u32, start_ms: i64, r: &LogRecord<'_>) -> Option<ListenerInfo> {
+    /// The hashed listener of a line, hashing once per (tenant, month, address, User-Agent):
+    /// the address is only parsed (and its text found not to be an address, counted as
+    /// `bad_address`) when the cache does not know it.
+    fn listener(
+        &mut self,
+        tenant: u32,
+        start_ms: i64,
+        r: &LogRecord<'_>,
+    ) -> Result<ListenerInfo, &'static str> {
         let ua_raw: &[u8] = match r.captured_request {
             Some(block) => logline::captured_field(block, self.ua_field).unwrap_or(b""),
             None => b"",
@@ -387,15 +395,15 @@ impl Ingestor {
         self.key_buf.clear();
         self.key_buf.extend_from_slice(&tenant.to_le_bytes());
         self.key_buf.extend_from_slice(&month.to_le_bytes());
-        match r.client_ip {
-            IpAddr::V4(v4) => self.key_buf.extend_from_slice(&v4.octets()),
-            IpAddr::V6(v6) => self.key_buf.extend_from_slice(&v6.octets()),
-        }
+        // The address's length ends it (its text has no length prefix of its own).
+        self.key_buf.push(r.client.len() as u8);
+        self.key_buf.extend_from_slice(r.client);
         self.key_buf.extend_from_slice(ua_raw);
         let key = cache_key(&self.key_buf);
         if let Some(info) = self.listeners.get(&key) {
-            return Some(*info);
+            return Ok(*info);
         }
+        let ip = r.client_ip().ok_or(Malformed::BadAddress.as_str())?;
         if self.listeners.len() >= MAX_CACHED_LISTENERS {
             self.listeners.clear();
         }
@@ -409,8 +417,8 @@ impl Ingestor {
                 &format!("{y:04}-{m:02}"),
             )
         });
-        let id = keyring.listener(r.client_ip, &ua);
-        let country = match self.geo.as_ref().and_then(|g| country_of(g, r.client_ip)) {
+        let id = keyring.listener(ip, &ua);
+        let country = match self.geo.as_ref().and_then(|g| country_of(g, ip)) {
             Some(code) => self.acc.value_id(Dimension::Country, &code),
             None => 0,
         };
@@ -423,7 +431,7 @@ impl Ingestor {
             bot: ua_ids.bot,
         };
         self.listeners.insert(key, info);
-        Some(info)
+        Ok(info)
     }
 
     fn user_agent(&mut self, raw: &[u8], ua: &[u8]) -> UaInfoIds {
@@ -484,7 +492,7 @@ impl Ingestor {
             .iter()
             .map(|(&(sid, listener), s)| SavedHls {
                 tenant: self.acc.stream_tenant(sid).to_string(),
-                stream: self.stream_name(sid),
+                stream: self.acc.stream_name(sid).to_string(),
                 listener,
                 start_ms: s.start_ms,
                 end_ms: s.end_ms,
@@ -538,16 +546,6 @@ impl Ingestor {
         Ok(())
     }
 
-    fn stream_name(&self, sid: StreamId) -> String {
-        self.streams
-            .iter()
-            .find(|(_, v)| v.1 == sid)
-            .map(|(k, _)| {
-                let sep = k.iter().position(|&b| b == 0).unwrap_or(0);
-                String::from_utf8_lossy(&k[sep + 1..]).into_owned()
-            })
-            .unwrap_or_default()
-    }
 }
 
 /// Two independently seeded 64-bit hashes: a collision between two listeners in the cache
@@ -602,7 +600,7 @@ fn intern_tenant(
 }
 
 fn intern_stream(
-    streams: &mut HashMap<Box<[u8]>, (u32, StreamId)>,
+    streams: &mut std::collections::HashMap<u128, (u32, StreamId), BuildPassThrough>,
     acc: &mut Accumulator,
     tenants: (&mut HashMap<Box<str>, u32>, &mut Vec<Box<str>>),
     key_buf: &mut Vec<u8>,
@@ -614,12 +612,13 @@ fn intern_stream(
     key_buf.extend_from_slice(tenant.as_bytes());
     key_buf.push(0);
     key_buf.extend_from_slice(stream);
-    if let Some(&ids) = streams.get(key_buf.as_slice()) {
+    let key = cache_key(key_buf);
+    if let Some(&ids) = streams.get(&key) {
         return ids;
     }
     let t = intern_tenant(tenants.0, tenants.1, tenant);
     let id = acc.stream_id(tenant, &String::from_utf8_lossy(stream), protocol);
-    streams.insert(key_buf.as_slice().into(), (t, id));
+    streams.insert(key, (t, id));
     (t, id)
 }
 

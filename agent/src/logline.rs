@@ -43,10 +43,11 @@ pub enum LineKind {
 pub struct LogRecord<'a> {
     /// httplog/httpslog or tcplog.
     pub kind: LineKind,
-    /// The client address (`%ci`). IPv6 is logged without brackets; `::ffff:a.b.c.d` (an IPv4
-    /// client on a dual-stack bind) is kept as the IPv6 address HAProxy wrote: the listener
-    /// hasher canonicalises it.
-    pub client_ip: IpAddr,
+    /// The client address (`%ci`) as written: IPv6 without brackets, `::ffff:a.b.c.d` for an
+    /// IPv4 client on a dual-stack bind. Only its shape (hex digits, `:` and `.`) is checked
+    /// here; [`LogRecord::client_ip`] parses it, which the agent does once per listener rather
+    /// than once per line.
+    pub client: &'a [u8],
     /// The `[dd/Mon/yyyy:HH:MM:SS.mmm]` date as written, as milliseconds since
     /// 1970-01-01T00:00:00 *of that wall clock*. HAProxy writes the host's local time with no
     /// zone, so this is a naive time: the caller applies the host's zone.
@@ -81,6 +82,15 @@ pub struct LogRecord<'a> {
     pub request: Option<Request<'a>>,
 }
 
+impl LogRecord<'_> {
+    /// The client address, `None` when its text is not a valid IPv4 or IPv6 address (e.g.
+    /// `300.0.0.1`). A `::ffff:`-mapped address stays the IPv6 address HAProxy wrote: the
+    /// listener hasher canonicalises it.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        parse_ip(self.client)
+    }
+}
+
 /// The quoted request line of an HTTP record, split into its parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request<'a> {
@@ -113,7 +123,9 @@ pub enum Malformed {
     /// The client is a unix socket (`unix:N`): there is no IP to count a listener by.
     #[error("client connected over a unix socket, no IP address")]
     UnixClient,
-    /// The client address or port does not parse.
+    /// The client port does not parse, or the address has characters no address has. (An
+    /// address of the right characters that still is not one, such as `300.0.0.1`, is found
+    /// by [`LogRecord::client_ip`]; the agent counts it under the same name.)
     #[error("client address or port does not parse")]
     BadAddress,
     /// The `[dd/Mon/yyyy:HH:MM:SS.mmm]` date does not parse.
@@ -228,7 +240,10 @@ pub fn parse_line(line: &[u8]) -> Result<Option<LogRecord<'_>>, Malformed> {
     if ip == b"unix" {
         return Err(Malformed::UnixClient);
     }
-    let client_ip = parse_ip(ip).ok_or(Malformed::BadAddress)?;
+    if !address_shaped(ip) {
+        return Err(Malformed::BadAddress);
+    }
+    let client = ip;
 
     // `[dd/Mon/yyyy:HH:MM:SS.mmm] ` is 27 bytes with its brackets and the space.
     if rest.len() < 27 {
@@ -271,7 +286,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<LogRecord<'_>>, Malformed> {
         let _queues = cur.next().ok_or(Malformed::Truncated)?;
         return Ok(Some(LogRecord {
             kind,
-            client_ip,
+            client,
             accept_naive_ms,
             frontend,
             tls,
@@ -321,7 +336,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<LogRecord<'_>>, Malformed> {
 
     Ok(Some(LogRecord {
         kind,
-        client_ip,
+        client,
         accept_naive_ms,
         frontend,
         tls,
@@ -562,83 +577,26 @@ fn find_short(haystack: &[u8], needle: u8) -> Option<usize> {
         .map(|p| base + p)
 }
 
-/// How many fields [`Fields`] splits up front: the httplog fields from `%ft` to `%sq/%bq`.
-const MAX_FIELDS: usize = 10;
-
-/// Space-separated fields, left to right. The positions of the first [`MAX_FIELDS`] spaces
-/// are found in one pass, 8 bytes at a time, rather than field by field.
+/// Space-separated fields, left to right, each found when asked for: the fields are short,
+/// so a word-at-a-time search per field costs less than splitting the line up front.
 struct Fields<'a> {
     s: &'a [u8],
-    ends: [usize; MAX_FIELDS],
-    found: usize,
-    next_end: usize,
     start: usize,
 }
 
 impl<'a> Fields<'a> {
     #[inline]
     fn new(s: &'a [u8]) -> Self {
-        const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-        const SPACES: u64 = 0x2020_2020_2020_2020;
-        let mut ends = [0usize; MAX_FIELDS];
-        let mut found = 0;
-        let mut chunks = s.chunks_exact(8);
-        let mut base = 0;
-        'scan: {
-            for chunk in &mut chunks {
-                let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
-                    break;
-                };
-                let x = u64::from_le_bytes(bytes) ^ SPACES;
-                // High bit set exactly in the bytes of x that are zero (the spaces).
-                let mut mask = !(((x & LO7) + LO7) | x | LO7);
-                while mask != 0 {
-                    ends[found] = base + (mask.trailing_zeros() / 8) as usize;
-                    found += 1;
-                    if found == MAX_FIELDS {
-                        break 'scan;
-                    }
-                    mask &= mask - 1;
-                }
-                base += 8;
-            }
-            for (i, &b) in chunks.remainder().iter().enumerate() {
-                if b == b' ' {
-                    ends[found] = base + i;
-                    found += 1;
-                    if found == MAX_FIELDS {
-                        break 'scan;
-                    }
-                }
-            }
-        }
-        Fields {
-            s,
-            ends,
-            found,
-            next_end: 0,
-            start: 0,
-        }
+        Fields { s, start: 0 }
     }
 
     /// The next field; `None` at the end of the line.
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<&'a [u8]> {
-        if self.start >= self.s.len() {
-            return None;
-        }
-        let end = if self.next_end < self.found {
-            self.ends[self.next_end]
-        } else if self.found < MAX_FIELDS {
-            self.s.len() // no space left: the last field runs to the end
-        } else {
-            self.start
-                + find_short(&self.s[self.start..], b' ').unwrap_or(self.s.len() - self.start)
-        };
-        self.next_end += 1;
-        let field = self.s.get(self.start..end)?;
-        self.start = end + 1;
-        Some(field)
+        let rest = self.s.get(self.start..).filter(|r| !r.is_empty())?;
+        let len = find_short(rest, b' ').unwrap_or(rest.len());
+        self.start += len + 1;
+        Some(&rest[..len])
     }
 
     /// Everything after the fields returned so far.
@@ -660,6 +618,23 @@ fn parse_port(s: &[u8]) -> Option<u16> {
         n = n * 10 + u32::from(b - b'0');
     }
     u16::try_from(n).ok()
+}
+
+/// Bytes an address's text can hold: hex digits, `:` and `.`.
+const ADDRESS_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_hexdigit() || c as u8 == b':' || c as u8 == b'.';
+        c += 1;
+    }
+    t
+};
+
+/// 1 to 45 bytes (the longest IPv6 text, with an IPv4 tail) of hex digits, `:` and `.`.
+#[inline]
+fn address_shaped(s: &[u8]) -> bool {
+    !s.is_empty() && s.len() <= 45 && s.iter().all(|&b| ADDRESS_BYTES[usize::from(b)])
 }
 
 #[inline]
@@ -1435,7 +1410,7 @@ mod tests {
             r#"127.0.0.1:57568 [28/Nov/2026:04:20:12.946] fe_http be_app/app1 0/0/0/7/8220 200 42121 - - CD-- 3/3/2/2/0 0/0 {VLC/3.0.18 LibVLC/3.0.18|127.0.0.1:18080} {audio/mpeg} "GET /stream/radio1.mp3 HTTP/1.1""#,
         );
         assert_eq!(r.kind, LineKind::Http);
-        assert_eq!(r.client_ip, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(r.client_ip().expect("address"), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
         assert_eq!(r.accept_naive_ms, 1_795_839_612_946);
         assert_eq!(r.accept_naive_ms, naive_ms(2026, 11, 28, 4, 20, 12, 946));
         assert_eq!(r.frontend, b"fe_http");
@@ -1503,7 +1478,7 @@ mod tests {
         let r = record(
             r#"::1:48890 [28/Nov/2026:04:20:12.960] fe_http be_app/app1 0/0/0/0/8209 200 42121 - - CD-- 1/1/0/0/0 0/0 {foobar2000/1.6|[::1]:18080} {audio/mpeg} "GET /stream/radio2.mp3 HTTP/1.1""#,
         );
-        assert_eq!(r.client_ip, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(r.client_ip().expect("address"), IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(r.duration_ms, 8209);
         assert_eq!(
             captured_field(r.captured_request.expect("block"), 1),
@@ -1515,7 +1490,7 @@ mod tests {
             r#"::ffff:127.0.0.1:48818 [28/Nov/2026:04:30:06.560] fe_dual fe_dual/<NOSRV> 0/-1/-1/-1/0 200 73 - - LR-- 1/1/0/0/0 0/0 "GET /v4-on-dual-stack HTTP/1.1""#,
         );
         assert_eq!(
-            r.client_ip,
+            r.client_ip().expect("address"),
             IpAddr::V6(Ipv4Addr::new(127, 0, 0, 1).to_ipv6_mapped())
         );
         assert_eq!(r.backend, b"fe_dual");
@@ -1527,7 +1502,10 @@ mod tests {
         let r = record(
             r#"2001:db8::7:1234 [28/Nov/2026:04:30:06.560] fe be/s 0/0/0/0/1 200 1 - - ---- 1/1/0/0/0 0/0 "GET / HTTP/1.1""#,
         );
-        assert_eq!(r.client_ip, "2001:db8::7".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            r.client_ip().expect("address"),
+            "2001:db8::7".parse::<IpAddr>().expect("ip")
+        );
     }
 
     #[test]
@@ -1607,7 +1585,7 @@ mod tests {
         );
         assert!(!r.logasap);
         assert_eq!(r.duration_ms, 60000);
-        assert_eq!(r.client_ip, IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
+        assert_eq!(r.client_ip().expect("address"), IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
     }
 
     #[test]
@@ -1718,7 +1696,7 @@ mod tests {
                 Malformed::UnixClient,
             ),
             (
-                r#"300.0.0.1:1 [28/Nov/2026:04:20:12.946] fe be/s 0/0/0/7/8220 200 42121 - - CD-- 3/3/2/2/0 0/0 "GET / HTTP/1.1""#,
+                r#"10.0.0.x:1 [28/Nov/2026:04:20:12.946] fe be/s 0/0/0/7/8220 200 42121 - - CD-- 3/3/2/2/0 0/0 "GET / HTTP/1.1""#,
                 Malformed::BadAddress,
             ),
             (
@@ -1779,6 +1757,24 @@ mod tests {
                 .iter()
                 .all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
         );
+    }
+
+    #[test]
+    fn addresses_of_the_right_shape_are_parsed_on_demand() {
+        let line = |addr: &str| {
+            format!(
+                r#"{addr}:1 [28/Nov/2026:04:20:12.946] fe be/s 0/0/0/7/8220 200 42121 - - CD-- 3/3/2/2/0 0/0 "GET / HTTP/1.1""#
+            )
+        };
+        for bad in ["300.0.0.1", "1.2.3", "1:2:3", "::1::2", "12345::1", "1.2.3.4.5"] {
+            let text = line(bad);
+            let r = record(&text);
+            assert_eq!(r.client, bad.as_bytes());
+            assert_eq!(r.client_ip(), None, "{bad}");
+        }
+        for bad in ["", "10.0.0.x", "fe80::1%eth0", &"1".repeat(46)] {
+            assert_eq!(parse(&line(bad)), Err(Malformed::BadAddress), "{bad:?}");
+        }
     }
 
     #[test]
@@ -1915,7 +1911,7 @@ mod tests {
             state
         };
         for _ in 0..20_000 {
-            let len = (next() % 48) as usize;
+            let len = (next() % 200) as usize;
             let line: Vec<u8> = (0..len)
                 .map(|_| if next() % 3 == 0 { b' ' } else { b'a' })
                 .collect();

@@ -136,9 +136,11 @@ impl DryRunReport {
 }
 
 /// What [`earshot_common::wire::compress_batch`] would make of these aggregates, measured
-/// without copying them: a borrowed batch (postcard encodes it the same) streamed through
-/// deflate into a byte counter.
+/// without copying them: a borrowed batch (postcard encodes it the same) encoded once and
+/// deflated in one write into a byte counter (many small writes into deflate cost more than
+/// the whole dry run's parsing).
 fn compressed_batch_size(rollups: &[(HourKey, HourRollup)], counters: &AgentCounters) -> u64 {
+    use std::io::Write;
     #[derive(Serialize)]
     struct BatchRef<'a> {
         agent_id: &'a str,
@@ -147,7 +149,7 @@ fn compressed_batch_size(rollups: &[(HourKey, HourRollup)], counters: &AgentCoun
         counters: &'a AgentCounters,
     }
     struct Count(u64);
-    impl std::io::Write for Count {
+    impl Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
             self.0 += buf.len() as u64;
             Ok(buf.len())
@@ -162,10 +164,13 @@ fn compressed_batch_size(rollups: &[(HourKey, HourRollup)], counters: &AgentCoun
         rollups,
         counters,
     };
-    let z = flate2::write::DeflateEncoder::new(Count(0), flate2::Compression::default());
-    let Ok(z) = postcard::to_io(&batch, z) else {
+    let Ok(raw) = postcard::to_stdvec(&batch) else {
         return 0;
     };
+    let mut z = flate2::write::DeflateEncoder::new(Count(0), flate2::Compression::default());
+    if z.write_all(&raw).is_err() {
+        return 0;
+    }
     z.finish().map_or(0, |c| c.0)
 }
 
