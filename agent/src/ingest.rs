@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accumulate::{Accumulator, AqhEntry, Session, StreamId, ValueId};
 use crate::clock::LogClock;
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, valid_tenant};
 use crate::logline::{self, LineKind, LogRecord, Malformed};
 use crate::route::{Route, Router};
 use crate::useragent::UaClassifier;
@@ -82,12 +82,12 @@ pub struct Ingestor {
     tenants: HashMap<Box<str>, u32>,
     tenant_names: Vec<Box<str>>,
     keyrings: HashMap<(u32, i64), ListenerKeyring>,
-    /// Keyed by a 128-bit fast hash of (tenant, month, address, User-Agent): one probe into
-    /// the table and no raw address kept, even in memory.
+    /// Keyed by a 128-bit fast hash of (tenant, month, address text, captured headers): one
+    /// probe into the table and no raw address kept, even in memory.
     listeners: std::collections::HashMap<u128, ListenerInfo, BuildPassThrough>,
     user_agents: HashMap<Box<[u8]>, UaInfoIds>,
-    /// [`cache_key`] of "tenant\0stream" → ids.
-    streams: std::collections::HashMap<u128, (u32, StreamId), BuildPassThrough>,
+    /// [`cache_key`] of "tenant\0stream" → what lines of it count as.
+    streams: std::collections::HashMap<u128, StreamSlot, BuildPassThrough>,
     open_hls: HashMap<(StreamId, ListenerId), OpenHls>,
     expiry: BinaryHeap<Reverse<(i64, StreamId, ListenerId)>>,
     log_now_ms: i64,
@@ -197,22 +197,20 @@ impl Ingestor {
     }
 
     fn session_from(&mut self, r: &LogRecord<'_>, start_ms: i64) {
-        let Ok(backend) = std::str::from_utf8(r.backend) else {
-            return self.count_malformed("not_utf8");
-        };
+        let backend = r.backend;
         let (path, query, authority): (&[u8], Option<&[u8]>, Option<&[u8]>) =
             match (&r.kind, &r.request) {
                 (_, Some(req)) => (req.path, req.query, req.authority),
                 (LineKind::Tcp, None) => (b"/", None, None),
                 (LineKind::Http, None) => {
                     // "<BADREQ>" and friends: no request to attribute, counted by status.
-                    let t = intern_tenant(
-                        &mut self.tenants,
-                        &mut self.tenant_names,
-                        self.router.default_tenant(backend),
+                    let tenant = self.router.default_tenant(backend);
+                    return count_by_status(
+                        (&mut self.tenants, &mut self.tenant_names),
+                        (&mut self.by_status, &mut self.malformed),
+                        tenant,
+                        r.status,
                     );
-                    *self.by_status.entry((t, r.status)).or_default() += 1;
-                    return;
                 }
             };
         let captured_host = match (authority, self.host_field, r.captured_request) {
@@ -223,26 +221,33 @@ impl Ingestor {
         let (tenant_id, stream_id, protocol) = match self.router.route(backend, path, captured_host)
         {
             Route::Ignored { tenant } => {
-                let t = intern_tenant(&mut self.tenants, &mut self.tenant_names, tenant);
-                *self.by_status.entry((t, r.status)).or_default() += 1;
-                return;
+                return count_by_status(
+                    (&mut self.tenants, &mut self.tenant_names),
+                    (&mut self.by_status, &mut self.malformed),
+                    tenant,
+                    r.status,
+                );
             }
             Route::Stream {
                 tenant,
                 stream,
                 protocol,
-            } => {
-                let (t, s) = intern_stream(
-                    &mut self.streams,
-                    &mut self.acc,
-                    (&mut self.tenants, &mut self.tenant_names),
-                    &mut self.key_buf,
-                    tenant,
-                    stream.as_bytes(),
-                    protocol,
-                );
-                (t, s, protocol)
-            }
+            } => match intern_stream(
+                &mut self.streams,
+                &mut self.acc,
+                (&mut self.tenants, &mut self.tenant_names),
+                &mut self.key_buf,
+                tenant,
+                stream.as_bytes(),
+                protocol,
+            ) {
+                StreamSlot::Stream { tenant, stream } => (tenant, stream, protocol),
+                StreamSlot::Ignored { tenant } => {
+                    *self.by_status.entry((tenant, r.status)).or_default() += 1;
+                    return;
+                }
+                StreamSlot::NotUtf8 => return self.count_malformed("not_utf8"),
+            },
         };
         let success = match r.kind {
             LineKind::Http => (200..300).contains(&r.status),
@@ -387,10 +392,6 @@ impl Ingestor {
         start_ms: i64,
         r: &LogRecord<'_>,
     ) -> Result<ListenerInfo, &'static str> {
-        let ua_raw: &[u8] = match r.captured_request {
-            Some(block) => logline::captured_field(block, self.ua_field).unwrap_or(b""),
-            None => b"",
-        };
         let month = self.month_index(start_ms);
         self.key_buf.clear();
         self.key_buf.extend_from_slice(&tenant.to_le_bytes());
@@ -398,12 +399,19 @@ impl Ingestor {
         // The address's length ends it (its text has no length prefix of its own).
         self.key_buf.push(r.client.len() as u8);
         self.key_buf.extend_from_slice(r.client);
-        self.key_buf.extend_from_slice(ua_raw);
+        // The whole capture block rather than the User-Agent cut out of it: no search for
+        // the field on a hit, at the price of an entry per Referer a listener sends.
+        self.key_buf
+            .extend_from_slice(r.captured_request.unwrap_or_default());
         let key = cache_key(&self.key_buf);
         if let Some(info) = self.listeners.get(&key) {
             return Ok(*info);
         }
         let ip = r.client_ip().ok_or(Malformed::BadAddress.as_str())?;
+        let ua_raw: &[u8] = match r.captured_request {
+            Some(block) => logline::captured_field(block, self.ua_field).unwrap_or(b""),
+            None => b"",
+        };
         if self.listeners.len() >= MAX_CACHED_LISTENERS {
             self.listeners.clear();
         }
@@ -521,15 +529,17 @@ impl Ingestor {
         self.log_now_ms = state.log_now_ms;
         self.acc.restore_aqh(state.aqh);
         for s in state.open {
-            let (_, sid) = intern_stream(
+            let StreamSlot::Stream { stream: sid, .. } = intern_stream(
                 &mut self.streams,
                 &mut self.acc,
                 (&mut self.tenants, &mut self.tenant_names),
                 &mut self.key_buf,
-                &s.tenant,
+                s.tenant.as_bytes(),
                 s.stream.as_bytes(),
                 Protocol::Hls,
-            );
+            ) else {
+                continue;
+            };
             let dims = Dimension::ALL.map(|d| self.acc.value_id(d, &s.dims[d as usize]));
             self.open_hls.insert(
                 (sid, s.listener),
@@ -545,16 +555,12 @@ impl Ingestor {
         }
         Ok(())
     }
-
 }
 
-/// Two independently seeded 64-bit hashes: a collision between two listeners in the cache
-/// (which would merge them) has a chance of about n²/2¹²⁹.
+/// A 128-bit XXH3 hash: a collision between two listeners in the cache (which would merge
+/// them) has a chance of about n²/2¹²⁹.
 fn cache_key(bytes: &[u8]) -> u128 {
-    use std::hash::BuildHasher;
-    let a = foldhash::fast::FixedState::with_seed(0x9e37_79b9_7f4a_7c15).hash_one(bytes);
-    let b = foldhash::fast::FixedState::with_seed(0xc2b2_ae3d_27d4_eb4f).hash_one(bytes);
-    (u128::from(a) << 64) | u128::from(b)
+    xxhash_rust::xxh3::xxh3_128(bytes)
 }
 
 /// The cache keys are hashes already: use their low bits as the table's hash.
@@ -585,6 +591,26 @@ impl std::hash::Hasher for PassThrough {
     }
 }
 
+/// Counts a line that is not a session by its status, under its tenant (a tenant that is
+/// not UTF-8 makes it a malformed line).
+fn count_by_status(
+    tenants: (&mut HashMap<Box<str>, u32>, &mut Vec<Box<str>>),
+    counts: (
+        &mut HashMap<(u32, i32), u64>,
+        &mut HashMap<&'static str, u64>,
+    ),
+    tenant: &[u8],
+    status: i32,
+) {
+    match std::str::from_utf8(tenant) {
+        Ok(name) => {
+            let t = intern_tenant(tenants.0, tenants.1, name);
+            *counts.0.entry((t, status)).or_default() += 1;
+        }
+        Err(_) => *counts.1.entry("not_utf8").or_default() += 1,
+    }
+}
+
 fn intern_tenant(
     tenants: &mut HashMap<Box<str>, u32>,
     names: &mut Vec<Box<str>>,
@@ -599,27 +625,55 @@ fn intern_tenant(
     id
 }
 
+/// What the lines of one (tenant, stream) count as, decided the first time it is seen.
+#[derive(Clone, Copy)]
+enum StreamSlot {
+    Stream {
+        tenant: u32,
+        stream: StreamId,
+    },
+    /// The tenant (a backend's name) is not a valid tenant name: counted by status.
+    Ignored {
+        tenant: u32,
+    },
+    /// The tenant is not UTF-8: counted as a malformed line.
+    NotUtf8,
+}
+
 fn intern_stream(
-    streams: &mut std::collections::HashMap<u128, (u32, StreamId), BuildPassThrough>,
+    streams: &mut std::collections::HashMap<u128, StreamSlot, BuildPassThrough>,
     acc: &mut Accumulator,
     tenants: (&mut HashMap<Box<str>, u32>, &mut Vec<Box<str>>),
     key_buf: &mut Vec<u8>,
-    tenant: &str,
+    tenant: &[u8],
     stream: &[u8],
     protocol: Protocol,
-) -> (u32, StreamId) {
+) -> StreamSlot {
     key_buf.clear();
-    key_buf.extend_from_slice(tenant.as_bytes());
+    key_buf.extend_from_slice(tenant);
     key_buf.push(0);
     key_buf.extend_from_slice(stream);
     let key = cache_key(key_buf);
-    if let Some(&ids) = streams.get(&key) {
-        return ids;
+    if let Some(&slot) = streams.get(&key) {
+        return slot;
     }
-    let t = intern_tenant(tenants.0, tenants.1, tenant);
-    let id = acc.stream_id(tenant, &String::from_utf8_lossy(stream), protocol);
-    streams.insert(key, (t, id));
-    (t, id)
+    let slot = match std::str::from_utf8(tenant) {
+        Err(_) => StreamSlot::NotUtf8,
+        Ok(name) => {
+            let t = intern_tenant(tenants.0, tenants.1, name);
+            if valid_tenant(name) {
+                let id = acc.stream_id(name, &String::from_utf8_lossy(stream), protocol);
+                StreamSlot::Stream {
+                    tenant: t,
+                    stream: id,
+                }
+            } else {
+                StreamSlot::Ignored { tenant: t }
+            }
+        }
+    };
+    streams.insert(key, slot);
+    slot
 }
 
 #[derive(Serialize, Deserialize)]

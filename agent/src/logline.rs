@@ -1410,7 +1410,10 @@ mod tests {
             r#"127.0.0.1:57568 [28/Nov/2026:04:20:12.946] fe_http be_app/app1 0/0/0/7/8220 200 42121 - - CD-- 3/3/2/2/0 0/0 {VLC/3.0.18 LibVLC/3.0.18|127.0.0.1:18080} {audio/mpeg} "GET /stream/radio1.mp3 HTTP/1.1""#,
         );
         assert_eq!(r.kind, LineKind::Http);
-        assert_eq!(r.client_ip().expect("address"), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(
+            r.client_ip().expect("address"),
+            IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))
+        );
         assert_eq!(r.accept_naive_ms, 1_795_839_612_946);
         assert_eq!(r.accept_naive_ms, naive_ms(2026, 11, 28, 4, 20, 12, 946));
         assert_eq!(r.frontend, b"fe_http");
@@ -1478,7 +1481,10 @@ mod tests {
         let r = record(
             r#"::1:48890 [28/Nov/2026:04:20:12.960] fe_http be_app/app1 0/0/0/0/8209 200 42121 - - CD-- 1/1/0/0/0 0/0 {foobar2000/1.6|[::1]:18080} {audio/mpeg} "GET /stream/radio2.mp3 HTTP/1.1""#,
         );
-        assert_eq!(r.client_ip().expect("address"), IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(
+            r.client_ip().expect("address"),
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        );
         assert_eq!(r.duration_ms, 8209);
         assert_eq!(
             captured_field(r.captured_request.expect("block"), 1),
@@ -1585,7 +1591,10 @@ mod tests {
         );
         assert!(!r.logasap);
         assert_eq!(r.duration_ms, 60000);
-        assert_eq!(r.client_ip().expect("address"), IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
+        assert_eq!(
+            r.client_ip().expect("address"),
+            IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))
+        );
     }
 
     #[test]
@@ -1766,7 +1775,14 @@ mod tests {
                 r#"{addr}:1 [28/Nov/2026:04:20:12.946] fe be/s 0/0/0/7/8220 200 42121 - - CD-- 3/3/2/2/0 0/0 "GET / HTTP/1.1""#
             )
         };
-        for bad in ["300.0.0.1", "1.2.3", "1:2:3", "::1::2", "12345::1", "1.2.3.4.5"] {
+        for bad in [
+            "300.0.0.1",
+            "1.2.3",
+            "1:2:3",
+            "::1::2",
+            "12345::1",
+            "1.2.3.4.5",
+        ] {
             let text = line(bad);
             let r = record(&text);
             assert_eq!(r.client, bad.as_bytes());

@@ -1,21 +1,26 @@
 //! From a log line to (tenant, stream, protocol): the configured rules first, then the
 //! default — tenant = backend name without its prefix, stream = the mount path for
 //! progressive streams and the playlist's directory for HLS.
+//!
+//! Works on the line's bytes: whether a default tenant is a valid tenant name (and valid
+//! UTF-8) is for the caller to check, once per tenant and stream it has not seen before.
 
 use earshot_common::Protocol;
 
-use crate::config::{RouteRule, RoutingConfig, SessionConfig, valid_tenant};
+#[cfg(doc)]
+use crate::config::valid_tenant;
+use crate::config::{RouteRule, RoutingConfig, SessionConfig};
 
 /// What a request is for, or why it is not a session.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'a> {
     Stream {
-        tenant: &'a str,
+        tenant: &'a [u8],
         stream: StreamName<'a>,
         protocol: Protocol,
     },
     /// Dropped by a rule or an ignore pattern; counted by status under `tenant`.
-    Ignored { tenant: &'a str },
+    Ignored { tenant: &'a [u8] },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -83,25 +88,73 @@ impl PathPatterns {
         p
     }
 
+    /// `extension` is the path's [`Extension`], found once for every pattern list.
     #[inline]
-    fn matches(&self, path: &[u8], extension: Option<&[u8]>) -> bool {
-        if let Some(ext) = extension {
-            if let Some(packed) = pack(ext) {
+    fn matches(&self, path: &[u8], extension: &Extension<'_>) -> bool {
+        match *extension {
+            Extension::Packed(len, packed) => {
                 if self
                     .extensions
                     .iter()
-                    .any(|&(len, e)| len == ext.len() && e == packed)
+                    .any(|&(l, e)| l == len && e == packed)
                 {
                     return true;
                 }
-            } else if self.long_extensions.iter().any(|e| e == ext) {
-                return true;
             }
+            Extension::Long(ext) => {
+                if self.long_extensions.iter().any(|e| e == ext) {
+                    return true;
+                }
+            }
+            Extension::None => {}
         }
         self.suffixes.iter().any(|s| path.ends_with(s))
             || self.prefixes.iter().any(|s| path.starts_with(s))
             || self.exact.iter().any(|s| s == path)
             || self.general.iter().any(|g| glob(g, path))
+    }
+}
+
+/// The extension of a path's last segment ("aac" of "/hls/r1/seg_9.aac"), packed into an
+/// integer when it fits.
+#[derive(Debug, PartialEq, Eq)]
+enum Extension<'a> {
+    None,
+    Packed(usize, u64),
+    Long(&'a [u8]),
+}
+
+/// The path's directory ("/hls/r1" of "/hls/r1/seg_9.aac", "/" for "/x.m3u8") and the
+/// extension of its last segment, in one backward scan.
+#[inline]
+fn split_path(path: &[u8]) -> (&[u8], Extension<'_>) {
+    let mut dot = None;
+    let mut i = path.len();
+    while i > 0 {
+        i -= 1;
+        match path[i] {
+            b'/' => {
+                let dir = if i == 0 { &b"/"[..] } else { &path[..i] };
+                return (dir, extension_after(path, dot));
+            }
+            b'.' if dot.is_none() => dot = Some(i),
+            _ => {}
+        }
+    }
+    (b"/", extension_after(path, dot))
+}
+
+#[inline]
+fn extension_after(path: &[u8], dot: Option<usize>) -> Extension<'_> {
+    match dot {
+        None => Extension::None,
+        Some(d) => {
+            let ext = &path[d + 1..];
+            match pack(ext) {
+                Some(packed) => Extension::Packed(ext.len(), packed),
+                None => Extension::Long(ext),
+            }
+        }
     }
 }
 
@@ -116,30 +169,35 @@ impl Router {
     }
 
     /// The tenant a backend stands for when no rule says otherwise.
-    pub fn default_tenant<'a>(&self, backend: &'a str) -> &'a str {
+    pub fn default_tenant<'a>(&self, backend: &'a [u8]) -> &'a [u8] {
         backend
-            .strip_prefix(self.prefix.as_str())
+            .strip_prefix(self.prefix.as_bytes())
             .unwrap_or(backend)
     }
 
-    /// `backend` as logged; `path` without query; `host` when known.
-    pub fn route<'a>(&'a self, backend: &'a str, path: &'a [u8], host: Option<&[u8]>) -> Route<'a> {
-        let default_tenant = backend
-            .strip_prefix(self.prefix.as_str())
-            .unwrap_or(backend);
-        let ext = extension(path);
-        let protocol = if self.hls.matches(path, ext) {
+    /// `backend` as logged; `path` without query; `host` when known. A default tenant that
+    /// is not a valid tenant name (see [`valid_tenant`]) is returned as it is: the caller
+    /// checks, once per tenant it has not seen.
+    pub fn route<'a>(
+        &'a self,
+        backend: &'a [u8],
+        path: &'a [u8],
+        host: Option<&[u8]>,
+    ) -> Route<'a> {
+        let default_tenant = self.default_tenant(backend);
+        let (dir, ext) = split_path(path);
+        let protocol = if self.hls.matches(path, &ext) {
             Protocol::Hls
         } else {
             Protocol::Icecast
         };
         let default_stream = match protocol {
-            Protocol::Hls => StreamName::Path(directory(path)),
+            Protocol::Hls => StreamName::Path(dir),
             Protocol::Icecast => StreamName::Path(path),
         };
         for rule in &self.rules {
             if rule_matches(rule, backend, path, host) {
-                let tenant = rule.tenant.as_deref().unwrap_or(default_tenant);
+                let tenant = rule.tenant.as_deref().map_or(default_tenant, str::as_bytes);
                 if rule.ignore {
                     return Route::Ignored { tenant };
                 }
@@ -154,7 +212,7 @@ impl Router {
                 };
             }
         }
-        if self.ignore.matches(path, ext) || !valid_tenant(default_tenant) {
+        if self.ignore.matches(path, &ext) {
             return Route::Ignored {
                 tenant: default_tenant,
             };
@@ -167,9 +225,9 @@ impl Router {
     }
 }
 
-fn rule_matches(rule: &RouteRule, backend: &str, path: &[u8], host: Option<&[u8]>) -> bool {
+fn rule_matches(rule: &RouteRule, backend: &[u8], path: &[u8], host: Option<&[u8]>) -> bool {
     if let Some(b) = &rule.match_backend
-        && !glob(b.as_bytes(), backend.as_bytes())
+        && !glob(b.as_bytes(), backend)
     {
         return false;
     }
@@ -201,16 +259,12 @@ fn pack(bytes: &[u8]) -> Option<u64> {
     if bytes.len() > 8 {
         return None;
     }
-    let mut b = [0u8; 8];
-    b[..bytes.len()].copy_from_slice(bytes);
-    Some(u64::from_le_bytes(b))
-}
-
-/// The extension of a path's last segment ("aac" of "/hls/r1/seg_9.aac").
-fn extension(path: &[u8]) -> Option<&[u8]> {
-    let dot = memchr::memrchr(b'.', path)?;
-    let ext = &path[dot + 1..];
-    (!ext.contains(&b'/')).then_some(ext)
+    Some(
+        bytes
+            .iter()
+            .enumerate()
+            .fold(0, |v, (i, &b)| v | u64::from(b) << (8 * i)),
+    )
 }
 
 /// The directory part of a path: "/hls/radio1/seg_9.aac" → "/hls/radio1"; "/x.m3u8" → "/".
@@ -261,36 +315,66 @@ mod tests {
     }
 
     #[test]
+    fn paths_split_into_directory_and_extension() {
+        // The reference: std's rsplit, separately for each part.
+        for path in [
+            &b"/hls/r1/seg_9.aac"[..],
+            b"/x.m3u8",
+            b"/",
+            b"",
+            b"noslash.mp3",
+            b"/a.b/c",
+            b"/a/b.",
+            b"/a/.hidden",
+            b"/a/b.c.d",
+            b"/radio1/live.extension-too-long",
+        ] {
+            let (dir, ext) = split_path(path);
+            assert_eq!(dir, directory(path), "{path:?}");
+            let last = path.rsplit(|&b| b == b'/').next().unwrap_or(b"");
+            let want = match last.iter().rposition(|&b| b == b'.') {
+                None => Extension::None,
+                Some(d) if last.len() - d - 1 <= 8 => {
+                    Extension::Packed(last.len() - d - 1, pack(&last[d + 1..]).unwrap())
+                }
+                Some(d) => Extension::Long(&last[d + 1..]),
+            };
+            assert_eq!(ext, want, "{path:?}");
+        }
+        assert_eq!(pack(b"aac"), Some(u64::from_le_bytes(*b"aac\0\0\0\0\0")));
+    }
+
+    #[test]
     fn default_routes() {
         let c = AgentConfig::defaults();
         let r = Router::new(&c.routing, &c.sessions);
         assert_eq!(
-            r.route("be_radio1", b"/radio1/live.mp3", None),
+            r.route(b"be_radio1", b"/radio1/live.mp3", None),
             Route::Stream {
-                tenant: "radio1",
+                tenant: b"radio1",
                 stream: StreamName::Path(b"/radio1/live.mp3"),
                 protocol: Protocol::Icecast
             }
         );
         assert_eq!(
-            r.route("be_radio1", b"/hls/radio1/seg_7.aac", None),
+            r.route(b"be_radio1", b"/hls/radio1/seg_7.aac", None),
             Route::Stream {
-                tenant: "radio1",
+                tenant: b"radio1",
                 stream: StreamName::Path(b"/hls/radio1"),
                 protocol: Protocol::Hls
             }
         );
         assert_eq!(
-            r.route("radio2", b"/live/index.m3u8", None),
+            r.route(b"radio2", b"/live/index.m3u8", None),
             Route::Stream {
-                tenant: "radio2",
+                tenant: b"radio2",
                 stream: StreamName::Path(b"/live"),
                 protocol: Protocol::Hls
             }
         );
         assert_eq!(
-            r.route("be_radio1", b"/favicon.ico", None),
-            Route::Ignored { tenant: "radio1" }
+            r.route(b"be_radio1", b"/favicon.ico", None),
+            Route::Ignored { tenant: b"radio1" }
         );
     }
 
@@ -305,20 +389,20 @@ mod tests {
         .unwrap();
         let r = Router::new(&c.routing, &c.sessions);
         assert!(matches!(
-            r.route("be_shared", b"/x.mp3", Some(b"www.radio-a.example:443")),
-            Route::Stream { tenant: "a", .. }
+            r.route(b"be_shared", b"/x.mp3", Some(b"www.radio-a.example:443")),
+            Route::Stream { tenant: b"a", .. }
         ));
         assert_eq!(
-            r.route("be_shared", b"/b/live.mp3", None),
+            r.route(b"be_shared", b"/b/live.mp3", None),
             Route::Stream {
-                tenant: "b",
+                tenant: b"b",
                 stream: StreamName::Configured("main"),
                 protocol: Protocol::Icecast
             }
         );
         assert_eq!(
-            r.route("stats", b"/", None),
-            Route::Ignored { tenant: "stats" }
+            r.route(b"stats", b"/", None),
+            Route::Ignored { tenant: b"stats" }
         );
     }
 }
