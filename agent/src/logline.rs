@@ -44,9 +44,9 @@ pub struct LogRecord<'a> {
     /// httplog/httpslog or tcplog.
     pub kind: LineKind,
     /// The client address (`%ci`) as written: IPv6 without brackets, `::ffff:a.b.c.d` for an
-    /// IPv4 client on a dual-stack bind. Only its shape (hex digits, `:` and `.`) is checked
-    /// here; [`LogRecord::client_ip`] parses it, which the agent does once per listener rather
-    /// than once per line.
+    /// IPv4 client on a dual-stack bind. Only its length is checked here;
+    /// [`LogRecord::client_ip`] parses it, which the agent does once per listener rather than
+    /// once per line.
     pub client: &'a [u8],
     /// The `[dd/Mon/yyyy:HH:MM:SS.mmm]` date as written, as milliseconds since
     /// 1970-01-01T00:00:00 *of that wall clock*. HAProxy writes the host's local time with no
@@ -123,9 +123,9 @@ pub enum Malformed {
     /// The client is a unix socket (`unix:N`): there is no IP to count a listener by.
     #[error("client connected over a unix socket, no IP address")]
     UnixClient,
-    /// The client port does not parse, or the address has characters no address has. (An
-    /// address of the right characters that still is not one, such as `300.0.0.1`, is found
-    /// by [`LogRecord::client_ip`]; the agent counts it under the same name.)
+    /// The client port does not parse, or the address is empty or longer than any address.
+    /// (Other text that is not an address, such as `300.0.0.1`, is found by
+    /// [`LogRecord::client_ip`]; the agent counts it under the same name.)
     #[error("client address or port does not parse")]
     BadAddress,
     /// The `[dd/Mon/yyyy:HH:MM:SS.mmm]` date does not parse.
@@ -324,14 +324,10 @@ pub fn parse_line(line: &[u8]) -> Result<Option<LogRecord<'_>>, Malformed> {
     };
     let open = find_short(after_blocks, b'"').ok_or(Malformed::Truncated)?;
     let quoted = &after_blocks[open + 1..];
-    let (request_line, complete) = match memchr(b'"', quoted) {
-        Some(close) => (&quoted[..close], true),
-        None => (quoted, false),
-    };
-    let request = if request_line == b"<BADREQ>" {
+    let request = if quoted.starts_with(b"<BADREQ>\"") {
         None
     } else {
-        Some(parse_request(request_line, complete)?)
+        Some(parse_request(quoted)?)
     };
 
     Ok(Some(LogRecord {
@@ -577,6 +573,33 @@ fn find_short(haystack: &[u8], needle: u8) -> Option<usize> {
         .map(|p| base + p)
 }
 
+/// First `a` or `b`, a word at a time like [`find_short`].
+#[inline]
+fn find_either(haystack: &[u8], a: u8, b: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let (pa, pb) = (LO * u64::from(a), LO * u64::from(b));
+    let mut chunks = haystack.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(bytes);
+        let (x, y) = (word ^ pa, word ^ pb);
+        let found = (x.wrapping_sub(LO) & !x | y.wrapping_sub(LO) & !y) & HI;
+        if found != 0 {
+            return Some(base + (found.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&c| c == a || c == b)
+        .map(|p| base + p)
+}
+
 /// Space-separated fields, left to right, each found when asked for: the fields are short,
 /// so a word-at-a-time search per field costs less than splitting the line up front.
 struct Fields<'a> {
@@ -620,21 +643,11 @@ fn parse_port(s: &[u8]) -> Option<u16> {
     u16::try_from(n).ok()
 }
 
-/// Bytes an address's text can hold: hex digits, `:` and `.`.
-const ADDRESS_BYTES: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 256 {
-        t[c] = (c as u8).is_ascii_hexdigit() || c as u8 == b':' || c as u8 == b'.';
-        c += 1;
-    }
-    t
-};
-
-/// 1 to 45 bytes (the longest IPv6 text, with an IPv4 tail) of hex digits, `:` and `.`.
+/// 1 to 45 bytes: the longest IPv6 text, with an IPv4 tail, is 45. What the bytes are is
+/// [`LogRecord::client_ip`]'s to check, once per listener.
 #[inline]
 fn address_shaped(s: &[u8]) -> bool {
-    !s.is_empty() && s.len() <= 45 && s.iter().all(|&b| ADDRESS_BYTES[usize::from(b)])
+    !s.is_empty() && s.len() <= 45
 }
 
 #[inline]
@@ -833,15 +846,15 @@ fn parse_timers(s: &[u8]) -> Option<(usize, i64, bool)> {
     let mut neg = false;
     let mut plus = false;
     for &b in s {
+        let d = b.wrapping_sub(b'0');
+        if d < 10 {
+            // Wrapping: a value of more than 18 digits is refused below, before it is used.
+            value = value.wrapping_mul(10).wrapping_add(i64::from(d));
+            digits += 1;
+            continue;
+        }
         match b {
-            b'0'..=b'9' => {
-                if digits >= 18 {
-                    return None;
-                }
-                value = value * 10 + i64::from(b - b'0');
-                digits += 1;
-            }
-            b'/' if digits > 0 && count < 5 => {
+            b'/' if digits > 0 && digits <= 18 && count < 5 => {
                 count += 1;
                 value = 0;
                 digits = 0;
@@ -853,7 +866,7 @@ fn parse_timers(s: &[u8]) -> Option<(usize, i64, bool)> {
             _ => return None,
         }
     }
-    if digits == 0 {
+    if digits == 0 || digits > 18 {
         return None;
     }
     Some((count, if neg { -value } else { value }, plus))
@@ -901,23 +914,31 @@ fn parse_bytes(s: &[u8]) -> Result<u64, Malformed> {
     parse_unsigned(digits).ok_or(Malformed::BadBytes)
 }
 
-/// `METHOD URI [VERSION]`. `complete` is false when the closing quote was cut off: then a
-/// method and at least one byte of the URI are enough.
-fn parse_request(line: &[u8], complete: bool) -> Result<Request<'_>, Malformed> {
-    let missing = if complete {
-        Malformed::BadRequest
-    } else {
-        Malformed::Truncated
+/// `METHOD URI [VERSION]"`, from just after the opening quote: only the method and the URI
+/// are looked at, so the search stops at the URI's end. A request line cut short by the
+/// syslog length limit (no closing quote) still counts when a method and at least one byte
+/// of the URI survived.
+fn parse_request(quoted: &[u8]) -> Result<Request<'_>, Malformed> {
+    // A method and a URI contain neither spaces nor quotes (HAProxy writes `"` as `#22`).
+    let missing = || {
+        if memchr(b'"', quoted).is_some() {
+            Malformed::BadRequest
+        } else {
+            Malformed::Truncated
+        }
     };
-    let sp = find_short(line, b' ').ok_or(missing)?;
-    let method = &line[..sp];
-    let after = &line[sp + 1..];
-    let uri = match find_short(after, b' ') {
+    let sp = match find_either(quoted, b' ', b'"') {
+        Some(sp) if quoted[sp] == b' ' => sp,
+        _ => return Err(missing()),
+    };
+    let method = &quoted[..sp];
+    let after = &quoted[sp + 1..];
+    let uri = match find_either(after, b' ', b'"') {
         Some(end) => &after[..end],
         None => after,
     };
     if method.is_empty() || uri.is_empty() {
-        return Err(missing);
+        return Err(missing());
     }
     let (target, query) = match find_short(uri, b'?') {
         Some(q) => (&uri[..q], Some(&uri[q + 1..])),
@@ -1705,7 +1726,7 @@ mod tests {
                 Malformed::UnixClient,
             ),
             (
-                r#"10.0.0.x:1 [28/Nov/2026:04:20:12.946] fe be/s 0/0/0/7/8220 200 42121 - - CD-- 3/3/2/2/0 0/0 "GET / HTTP/1.1""#,
+                r#"1234567890123456789012345678901234567890123456:1 [28/Nov/2026:04:20:12.946] fe be/s 0/0/0/7/8220 200 42121 - - CD-- 3/3/2/2/0 0/0 "GET / HTTP/1.1""#,
                 Malformed::BadAddress,
             ),
             (
@@ -1769,7 +1790,7 @@ mod tests {
     }
 
     #[test]
-    fn addresses_of_the_right_shape_are_parsed_on_demand() {
+    fn addresses_are_parsed_on_demand() {
         let line = |addr: &str| {
             format!(
                 r#"{addr}:1 [28/Nov/2026:04:20:12.946] fe be/s 0/0/0/7/8220 200 42121 - - CD-- 3/3/2/2/0 0/0 "GET / HTTP/1.1""#
@@ -1782,13 +1803,15 @@ mod tests {
             "::1::2",
             "12345::1",
             "1.2.3.4.5",
+            "10.0.0.x",
+            "fe80::1%eth0",
         ] {
             let text = line(bad);
             let r = record(&text);
             assert_eq!(r.client, bad.as_bytes());
             assert_eq!(r.client_ip(), None, "{bad}");
         }
-        for bad in ["", "10.0.0.x", "fe80::1%eth0", &"1".repeat(46)] {
+        for bad in ["", &"1".repeat(46)] {
             assert_eq!(parse(&line(bad)), Err(Malformed::BadAddress), "{bad:?}");
         }
     }
@@ -1950,7 +1973,7 @@ mod tests {
     #[test]
     fn find_short_matches_a_plain_search() {
         let hay: Vec<u8> = (0..64u8)
-            .map(|i| b"ab /?c\x80\xff"[usize::from(i % 8)])
+            .map(|i| b"ab /?\"\x80\xff"[usize::from(i % 8)])
             .collect();
         for start in 0..hay.len() {
             for end in start..=hay.len().min(start + 40) {
@@ -1961,6 +1984,13 @@ mod tests {
                         h.iter().position(|&b| b == needle),
                         "{h:?} {needle}"
                     );
+                    for other in [b'"', b'?', 0x80] {
+                        assert_eq!(
+                            find_either(h, needle, other),
+                            h.iter().position(|&b| b == needle || b == other),
+                            "{h:?} {needle} {other}"
+                        );
+                    }
                 }
             }
         }

@@ -167,7 +167,10 @@ fn compressed_batch_size(rollups: &[(HourKey, HourRollup)], counters: &AgentCoun
     let Ok(raw) = postcard::to_stdvec(&batch) else {
         return 0;
     };
-    let mut z = flate2::write::DeflateEncoder::new(Count(0), flate2::Compression::default());
+    let mut z = flate2::write::DeflateEncoder::new(
+        Count(0),
+        flate2::Compression::new(earshot_common::wire::BATCH_DEFLATE_LEVEL),
+    );
     if z.write_all(&raw).is_err() {
         return 0;
     }

@@ -35,13 +35,18 @@ pub enum AgentMessage {
     CompressedBatch(Vec<u8>),
 }
 
+/// The deflate level of batches: the fastest. On the 5-million-line hour it makes 1.06 MB
+/// where level 6 makes 0.88 MB, for a fifth of the CPU time: both are under 0.1 % of the
+/// log, and the agent's CPU is what streaming hosts pay for.
+pub const BATCH_DEFLATE_LEVEL: u32 = 1;
+
 /// Deflates a batch for [`AgentMessage::CompressedBatch`].
 pub fn compress_batch(batch: &Batch) -> Result<Vec<u8>, WireError> {
     use std::io::Write;
     let raw = postcard::to_stdvec(batch)?;
     let mut z = flate2::write::DeflateEncoder::new(
         Vec::with_capacity(raw.len() / 3),
-        flate2::Compression::default(),
+        flate2::Compression::new(BATCH_DEFLATE_LEVEL),
     );
     z.write_all(&raw)
         .map_err(|e| WireError::Compression(e.to_string()))?;
