@@ -28,10 +28,10 @@ impl LogClock {
     /// Wall-clock milliseconds (as if UTC) → UTC milliseconds.
     #[inline]
     pub fn to_utc_ms(&mut self, naive_ms: i64) -> i64 {
-        let hour = naive_ms.div_euclid(HOUR_MS);
-        if hour != self.cached_hour {
-            self.cached_hour = hour;
-            self.cached_offset_ms = self.offset_at_naive(hour * HOUR_MS);
+        // `cached_hour` is the start of the cached hour (ms): two comparisons, no division.
+        if !(self.cached_hour..self.cached_hour.saturating_add(HOUR_MS)).contains(&naive_ms) {
+            self.cached_hour = naive_ms.div_euclid(HOUR_MS) * HOUR_MS;
+            self.cached_offset_ms = self.offset_at_naive(self.cached_hour);
         }
         naive_ms - self.cached_offset_ms
     }

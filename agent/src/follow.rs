@@ -216,7 +216,18 @@ impl Follower {
         };
         let mut since_commit = 0u64;
         loop {
-            let line = reader.next_line().map_err(io)?;
+            let line = match reader.next_line() {
+                Ok(line) => line,
+                Err(e) => {
+                    // E.g. a .gz still being written. The lines read so far are in the
+                    // ingestor: commit them with the offset they end at, so that the retry
+                    // starts after them instead of counting them twice.
+                    if since_commit > 0 {
+                        self.commit(ingestor, spool, path, key, reader.offset(), false)?;
+                    }
+                    return Err(io(e));
+                }
+            };
             let Some(line) = line else { break };
             match line {
                 Line::Text(text) => ingestor.feed(text),
@@ -286,6 +297,57 @@ pub fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_gz_still_being_written_is_read_once_across_the_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Mutex::new(Spool::open(&dir.path().join("spool.db")).unwrap());
+        let mut follower = Follower::new(&spool, 64 * 1024).unwrap();
+        let config = crate::config::AgentConfig::defaults();
+        let mut ingestor = Ingestor::new(&config, vec![7; 32]).unwrap();
+        // 20,000 listeners, each one two-minute progressive session: one line, one session.
+        let n = 20_000u32;
+        let mut text = Vec::new();
+        for i in 0..n {
+            writeln!(
+                text,
+                r#"10.{}.{}.{}:4000 [28/Nov/2026:10:{:02}:00.000] fe be_radio1/s1 0/0/0/1/120000 200 1000 - - CD-- 1/1/1/1/0 0/0 {{VLC/3.0.20 LibVLC/3.0.20|}} "GET /radio1/live.mp3 HTTP/1.1""#,
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255,
+                i % 60
+            )
+            .unwrap();
+        }
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&text).unwrap();
+        let gz = enc.finish().unwrap();
+        let path = dir.path().join("haproxy.log.2.gz");
+        // Half written: the lines that decompress are read, then the stream breaks off.
+        std::fs::write(&path, &gz[..gz.len() / 2]).unwrap();
+        let stop = AtomicBool::new(false);
+        let err = follower.ingest_file(&mut ingestor, &spool, &path, "k", &stop);
+        assert!(err.is_err());
+        std::fs::write(&path, &gz).unwrap();
+        follower
+            .ingest_file(&mut ingestor, &spool, &path, "k", &stop)
+            .unwrap();
+
+        let batches = spool.lock().unwrap().pending("a", 100).unwrap();
+        assert!(
+            batches.len() >= 2,
+            "the part read before the break was committed"
+        );
+        let lines: u64 = batches.iter().map(|b| b.counters.lines).sum();
+        let sessions: u64 = batches
+            .iter()
+            .flat_map(|b| &b.rollups)
+            .flat_map(|(_, r)| &r.quarters)
+            .map(|q| q.sessions)
+            .sum();
+        assert_eq!(lines, u64::from(n));
+        assert_eq!(sessions, u64::from(n));
+    }
 
     #[test]
     fn siblings_oldest_first_and_fingerprint_ignores_compression() {

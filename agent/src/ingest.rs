@@ -22,9 +22,11 @@ use crate::route::{Route, Router};
 use crate::useragent::UaClassifier;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// Lines that are not sessions, by (tenant, HTTP status).
+type ByStatus = HashMap<(u32, i32), u64>;
 
-/// Caches are cleared when they grow past this many entries, bounding memory under a flood
-/// of distinct listeners.
+/// Caches are emptied when they grow past this many entries, bounding memory under a flood
+/// of distinct listeners (listener entries holding an open HLS session stay).
 const MAX_CACHED_LISTENERS: usize = 400_000;
 const MAX_CACHED_USER_AGENTS: usize = 50_000;
 
@@ -50,6 +52,12 @@ struct ListenerInfo {
     os: ValueId,
     country: ValueId,
     bot: bool,
+}
+
+struct CachedListener {
+    info: ListenerInfo,
+    /// The open HLS session of (this entry's stream, `info.id`), when this entry holds it.
+    open: Option<OpenHls>,
 }
 
 #[derive(Clone, Copy)]
@@ -82,19 +90,26 @@ pub struct Ingestor {
     tenants: HashMap<Box<str>, u32>,
     tenant_names: Vec<Box<str>>,
     keyrings: HashMap<(u32, i64), ListenerKeyring>,
-    /// Keyed by a 128-bit fast hash of (tenant, month, address text, captured headers): one
-    /// probe into the table and no raw address kept, even in memory.
-    listeners: std::collections::HashMap<u128, ListenerInfo, BuildPassThrough>,
+    /// Keyed by a 128-bit fast hash of (stream, month, address text, captured headers): one
+    /// probe into the table and no raw address kept, even in memory. An entry also holds the
+    /// open HLS session of its (stream, listener), so that a segment request joins its
+    /// session with that same probe.
+    listeners: std::collections::HashMap<u128, CachedListener, BuildPassThrough>,
+    /// Entries beyond this are dropped (those holding no open session).
+    listener_limit: usize,
     user_agents: HashMap<Box<[u8]>, UaInfoIds>,
     /// [`cache_key`] of "tenant\0stream" → what lines of it count as.
     streams: std::collections::HashMap<u128, StreamSlot, BuildPassThrough>,
-    open_hls: HashMap<(StreamId, ListenerId), OpenHls>,
+    /// Every open HLS session: (stream, listener) → the key of the `listeners` entry that
+    /// holds it. Usually the entry a line finds; another one when the same listener comes
+    /// with another address text or Referer, or after a restart.
+    open_hls: HashMap<(StreamId, ListenerId), u128>,
     expiry: BinaryHeap<Reverse<(i64, StreamId, ListenerId)>>,
     log_now_ms: i64,
     key_buf: Vec<u8>,
     lines: u64,
     malformed: HashMap<&'static str, u64>,
-    by_status: HashMap<(u32, i32), u64>,
+    by_status: ByStatus,
     month_cache: (i64, i64),
 }
 
@@ -151,6 +166,7 @@ impl Ingestor {
             tenant_names: Vec::new(),
             keyrings: HashMap::default(),
             listeners: std::collections::HashMap::with_hasher(BuildPassThrough),
+            listener_limit: MAX_CACHED_LISTENERS,
             user_agents: HashMap::default(),
             streams: std::collections::HashMap::with_hasher(BuildPassThrough),
             open_hls: HashMap::default(),
@@ -265,8 +281,8 @@ impl Ingestor {
             return self.count_malformed("no_duration");
         }
         let end_ms = start_ms + r.duration_ms;
-        let listener = match self.listener(tenant_id, start_ms, r) {
-            Ok(listener) => listener,
+        let (key, listener) = match self.listener(tenant_id, stream_id, start_ms, r) {
+            Ok(found) => found,
             Err(reason) => return self.count_malformed(reason),
         };
         match protocol {
@@ -281,39 +297,56 @@ impl Ingestor {
                     bot: listener.bot,
                 });
             }
-            Protocol::Hls => self.hls_request(stream_id, &listener, start_ms, end_ms, query, r),
+            Protocol::Hls => {
+                self.hls_request(stream_id, key, &listener, start_ms, end_ms, query, r);
+            }
         }
     }
 
+    /// One HLS request: joins the open session of (stream, listener) when within the gap,
+    /// else closes it and opens a new one, held by the cache entry `key`.
+    #[allow(clippy::too_many_arguments)]
     fn hls_request(
         &mut self,
         stream: StreamId,
+        key: u128,
         listener: &ListenerInfo,
         start_ms: i64,
         end_ms: i64,
         query: Option<&[u8]>,
         r: &LogRecord<'_>,
     ) {
-        let key = (stream, listener.id);
-        if let Some(open) = self.open_hls.get_mut(&key) {
+        let session = (stream, listener.id);
+        // The common case: this line's own entry holds the session.
+        let holder = match self.listeners.get(&key) {
+            Some(entry) if entry.open.is_some() => Some(key),
+            _ => self.open_hls.get(&session).copied(),
+        };
+        if let Some(holder) = holder
+            && let Some(entry) = self.listeners.get_mut(&holder)
+            && let Some(open) = entry.open.as_mut()
+        {
             if start_ms - open.end_ms < self.hls_gap_ms {
                 open.end_ms = open.end_ms.max(end_ms);
                 open.start_ms = open.start_ms.min(start_ms);
                 return;
             }
             let done = *open;
-            self.close_hls(key, done);
+            entry.open = None;
+            self.open_hls.remove(&session);
+            self.close_hls(session, done);
         }
         let dims = self.session_dims(listener, query, r);
-        self.open_hls.insert(
-            key,
-            OpenHls {
-                start_ms,
-                end_ms,
-                dims,
-                bot: listener.bot,
-            },
-        );
+        let open = OpenHls {
+            start_ms,
+            end_ms,
+            dims,
+            bot: listener.bot,
+        };
+        if let Some(entry) = self.listeners.get_mut(&key) {
+            entry.open = Some(open);
+        }
+        self.open_hls.insert(session, key);
         self.expiry
             .push(Reverse((end_ms + self.hls_gap_ms, stream, listener.id)));
     }
@@ -336,14 +369,21 @@ impl Ingestor {
                 break;
             }
             self.expiry.pop();
-            let key = (stream, listener);
-            let Some(open) = self.open_hls.get(&key).copied() else {
+            let session = (stream, listener);
+            let Some(&holder) = self.open_hls.get(&session) else {
+                continue;
+            };
+            let Some(entry) = self.listeners.get_mut(&holder) else {
+                continue;
+            };
+            let Some(open) = entry.open else {
                 continue;
             };
             let due = open.end_ms + self.hls_gap_ms;
             if due < self.log_now_ms {
-                self.open_hls.remove(&key);
-                self.close_hls(key, open);
+                entry.open = None;
+                self.open_hls.remove(&session);
+                self.close_hls(session, open);
             } else if due != expires {
                 self.expiry.push(Reverse((due, stream, listener)));
             }
@@ -353,7 +393,14 @@ impl Ingestor {
 
     /// Closes every open HLS session, as at the end of a dry run.
     pub fn close_all(&mut self) {
-        let mut open: Vec<_> = self.open_hls.drain().collect();
+        let mut open: Vec<_> = self
+            .open_hls
+            .drain()
+            .filter_map(|(session, holder)| {
+                let entry = self.listeners.get_mut(&holder)?;
+                Some((session, entry.open.take()?))
+            })
+            .collect();
         open.sort_by_key(|(k, s)| (s.start_ms, k.0, k.1));
         for (key, s) in open {
             self.close_hls(key, s);
@@ -383,18 +430,19 @@ impl Ingestor {
         (rollups, counters)
     }
 
-    /// The hashed listener of a line, hashing once per (tenant, month, address, User-Agent):
-    /// the address is only parsed (and its text found not to be an address, counted as
-    /// `bad_address`) when the cache does not know it.
+    /// The cache key and hashed listener of a line, hashing once per (stream, month, address
+    /// text, captured headers): the address is only parsed (and its text found not to be an
+    /// address, counted as `bad_address`) when the cache does not know it.
     fn listener(
         &mut self,
         tenant: u32,
+        stream: StreamId,
         start_ms: i64,
         r: &LogRecord<'_>,
-    ) -> Result<ListenerInfo, &'static str> {
+    ) -> Result<(u128, ListenerInfo), &'static str> {
         let month = self.month_index(start_ms);
         self.key_buf.clear();
-        self.key_buf.extend_from_slice(&tenant.to_le_bytes());
+        self.key_buf.extend_from_slice(&stream.to_le_bytes());
         self.key_buf.extend_from_slice(&month.to_le_bytes());
         // The address's length ends it (its text has no length prefix of its own).
         self.key_buf.push(r.client.len() as u8);
@@ -404,16 +452,19 @@ impl Ingestor {
         self.key_buf
             .extend_from_slice(r.captured_request.unwrap_or_default());
         let key = cache_key(&self.key_buf);
-        if let Some(info) = self.listeners.get(&key) {
-            return Ok(*info);
+        if let Some(entry) = self.listeners.get(&key) {
+            return Ok((key, entry.info));
         }
         let ip = r.client_ip().ok_or(Malformed::BadAddress.as_str())?;
         let ua_raw: &[u8] = match r.captured_request {
             Some(block) => logline::captured_field(block, self.ua_field).unwrap_or(b""),
             None => b"",
         };
-        if self.listeners.len() >= MAX_CACHED_LISTENERS {
-            self.listeners.clear();
+        if self.listeners.len() >= self.listener_limit {
+            // Entries holding an open session stay; if they are most of the table, the limit
+            // grows with them rather than this running again at the next miss.
+            self.listeners.retain(|_, e| e.open.is_some());
+            self.listener_limit = MAX_CACHED_LISTENERS.max(2 * self.listeners.len());
         }
         let ua = logline::unescape(ua_raw);
         let ua_ids = self.user_agent(ua_raw, &ua);
@@ -438,8 +489,9 @@ impl Ingestor {
             country,
             bot: ua_ids.bot,
         };
-        self.listeners.insert(key, info);
-        Ok(info)
+        self.listeners
+            .insert(key, CachedListener { info, open: None });
+        Ok((key, info))
     }
 
     fn user_agent(&mut self, raw: &[u8], ua: &[u8]) -> UaInfoIds {
@@ -462,11 +514,14 @@ impl Ingestor {
 
     /// Months since 1970-01 of an instant, cached per day.
     fn month_index(&mut self, t_ms: i64) -> i64 {
-        let day = t_ms.div_euclid(DAY_MS);
-        if self.month_cache.0 != day {
-            let (y, m, _) = civil_from_days(day);
-            self.month_cache = (day, y * 12 + (m as i64 - 1));
+        // `month_cache.0` is the start of the cached day (ms): no division on the hot path.
+        let (day_start, month) = self.month_cache;
+        if (day_start..day_start.saturating_add(DAY_MS)).contains(&t_ms) {
+            return month;
         }
+        let day = t_ms.div_euclid(DAY_MS);
+        let (y, m, _) = civil_from_days(day);
+        self.month_cache = (day * DAY_MS, y * 12 + (m as i64 - 1));
         self.month_cache.1
     }
 
@@ -498,7 +553,8 @@ impl Ingestor {
         let open = self
             .open_hls
             .iter()
-            .map(|(&(sid, listener), s)| SavedHls {
+            .filter_map(|(&session, holder)| Some((session, self.listeners.get(holder)?.open?)))
+            .map(|((sid, listener), s)| SavedHls {
                 tenant: self.acc.stream_tenant(sid).to_string(),
                 stream: self.acc.stream_name(sid).to_string(),
                 listener,
@@ -541,15 +597,35 @@ impl Ingestor {
                 continue;
             };
             let dims = Dimension::ALL.map(|d| self.acc.value_id(d, &s.dims[d as usize]));
-            self.open_hls.insert(
-                (sid, s.listener),
-                OpenHls {
-                    start_ms: s.start_ms,
-                    end_ms: s.end_ms,
-                    dims,
-                    bot: s.bot,
+            // Held by an entry of its own, which no line's key finds: the listener's next
+            // line reaches it through `open_hls`.
+            self.key_buf.clear();
+            self.key_buf.extend_from_slice(b"restored\0");
+            self.key_buf.extend_from_slice(&sid.to_le_bytes());
+            self.key_buf.extend_from_slice(&s.listener.0.to_le_bytes());
+            let holder = cache_key(&self.key_buf);
+            let info = ListenerInfo {
+                id: s.listener,
+                client: dims[Dimension::Client as usize],
+                device: dims[Dimension::Device as usize],
+                os: dims[Dimension::Os as usize],
+                country: dims[Dimension::Country as usize],
+                bot: s.bot,
+            };
+            let open = OpenHls {
+                start_ms: s.start_ms,
+                end_ms: s.end_ms,
+                dims,
+                bot: s.bot,
+            };
+            self.listeners.insert(
+                holder,
+                CachedListener {
+                    info,
+                    open: Some(open),
                 },
             );
+            self.open_hls.insert((sid, s.listener), holder);
             self.expiry
                 .push(Reverse((s.end_ms + self.hls_gap_ms, sid, s.listener)));
         }
@@ -595,10 +671,7 @@ impl std::hash::Hasher for PassThrough {
 /// not UTF-8 makes it a malformed line).
 fn count_by_status(
     tenants: (&mut HashMap<Box<str>, u32>, &mut Vec<Box<str>>),
-    counts: (
-        &mut HashMap<(u32, i32), u64>,
-        &mut HashMap<&'static str, u64>,
-    ),
+    counts: (&mut ByStatus, &mut HashMap<&'static str, u64>),
     tenant: &[u8],
     status: i32,
 ) {
