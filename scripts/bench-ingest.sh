@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v halog >/dev/null || { echo "halog is in Debian's haproxy package: apt-get install haproxy" >&2; exit 1; }
-cargo build --release --quiet -p earshot-agent -p earshot-loadgen
+cargo build --release --quiet -p earshot-loadgen
+# The agent exactly as scripts/package.sh builds it: Cargo unifies dependency features per
+# build, so building it beside the generator makes a (measurably) different binary.
+cargo build --release --quiet -p earshot-agent -p earshot-collector --bins
 file=${1:-/tmp/earshot-bench/hour.log}
 if [ ! -f "$file" ]; then
     mkdir -p "$(dirname "$file")"

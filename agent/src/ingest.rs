@@ -26,8 +26,10 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 type ByStatus = HashMap<(u32, i32), u64>;
 
 /// Caches are emptied when they grow past this many entries, bounding memory under a flood
-/// of distinct listeners (listener entries holding an open HLS session stay).
-const MAX_CACHED_LISTENERS: usize = 400_000;
+/// of distinct listeners (listener entries holding an open HLS session stay). 100,000
+/// listener entries of 80 bytes sit in a table of 131,072 buckets: 10.5 MB, and 16 MB at the
+/// moment it grows to that size. The one-hour benchmark file's 50,000 listeners fit.
+const MAX_CACHED_LISTENERS: usize = 100_000;
 const MAX_CACHED_USER_AGENTS: usize = 50_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +70,27 @@ struct UaInfoIds {
     bot: bool,
 }
 
+/// An open HLS session. Its client, device, OS, country and bot flag are its listener's
+/// (the cache entry's `info`): only what its first request added is here.
 #[derive(Clone, Copy)]
 struct OpenHls {
     start_ms: i64,
     end_ms: i64,
-    dims: [ValueId; 6],
-    bot: bool,
+    referrer: ValueId,
+    source: ValueId,
+}
+
+impl OpenHls {
+    fn dims(&self, l: &ListenerInfo) -> [ValueId; 6] {
+        [
+            l.client,
+            l.device,
+            l.os,
+            l.country,
+            self.referrer,
+            self.source,
+        ]
+    }
 }
 
 pub struct Ingestor {
@@ -332,16 +349,17 @@ impl Ingestor {
                 return;
             }
             let done = *open;
+            let info = entry.info;
             entry.open = None;
             self.open_hls.remove(&session);
-            self.close_hls(session, done);
+            self.close_hls(session, &info, done);
         }
         let dims = self.session_dims(listener, query, r);
         let open = OpenHls {
             start_ms,
             end_ms,
-            dims,
-            bot: listener.bot,
+            referrer: dims[Dimension::Referrer as usize],
+            source: dims[Dimension::Source as usize],
         };
         if let Some(entry) = self.listeners.get_mut(&key) {
             entry.open = Some(open);
@@ -351,14 +369,14 @@ impl Ingestor {
             .push(Reverse((end_ms + self.hls_gap_ms, stream, listener.id)));
     }
 
-    fn close_hls(&mut self, key: (StreamId, ListenerId), s: OpenHls) {
+    fn close_hls(&mut self, key: (StreamId, ListenerId), info: &ListenerInfo, s: OpenHls) {
         self.acc.add(&Session {
             stream: key.0,
             listener: key.1,
-            dims: s.dims,
+            dims: s.dims(info),
             start_ms: s.start_ms,
             end_ms: s.end_ms,
-            bot: s.bot,
+            bot: info.bot,
         });
     }
 
@@ -381,9 +399,10 @@ impl Ingestor {
             };
             let due = open.end_ms + self.hls_gap_ms;
             if due < self.log_now_ms {
+                let info = entry.info;
                 entry.open = None;
                 self.open_hls.remove(&session);
-                self.close_hls(session, open);
+                self.close_hls(session, &info, open);
             } else if due != expires {
                 self.expiry.push(Reverse((due, stream, listener)));
             }
@@ -398,12 +417,12 @@ impl Ingestor {
             .drain()
             .filter_map(|(session, holder)| {
                 let entry = self.listeners.get_mut(&holder)?;
-                Some((session, entry.open.take()?))
+                Some((session, entry.info, entry.open.take()?))
             })
             .collect();
-        open.sort_by_key(|(k, s)| (s.start_ms, k.0, k.1));
-        for (key, s) in open {
-            self.close_hls(key, s);
+        open.sort_by_key(|(k, _, s)| (s.start_ms, k.0, k.1));
+        for (key, info, s) in open {
+            self.close_hls(key, &info, s);
         }
         self.expiry.clear();
     }
@@ -553,15 +572,21 @@ impl Ingestor {
         let open = self
             .open_hls
             .iter()
-            .filter_map(|(&session, holder)| Some((session, self.listeners.get(holder)?.open?)))
-            .map(|((sid, listener), s)| SavedHls {
-                tenant: self.acc.stream_tenant(sid).to_string(),
-                stream: self.acc.stream_name(sid).to_string(),
-                listener,
-                start_ms: s.start_ms,
-                end_ms: s.end_ms,
-                dims: Dimension::ALL.map(|d| self.acc.value(d, s.dims[d as usize]).to_string()),
-                bot: s.bot,
+            .filter_map(|(&session, holder)| {
+                let entry = self.listeners.get(holder)?;
+                Some((session, entry.info, entry.open?))
+            })
+            .map(|((sid, listener), info, s)| {
+                let dims = s.dims(&info);
+                SavedHls {
+                    tenant: self.acc.stream_tenant(sid).to_string(),
+                    stream: self.acc.stream_name(sid).to_string(),
+                    listener,
+                    start_ms: s.start_ms,
+                    end_ms: s.end_ms,
+                    dims: Dimension::ALL.map(|d| self.acc.value(d, dims[d as usize]).to_string()),
+                    bot: info.bot,
+                }
             })
             .collect();
         let state = SavedState {
@@ -615,8 +640,8 @@ impl Ingestor {
             let open = OpenHls {
                 start_ms: s.start_ms,
                 end_ms: s.end_ms,
-                dims,
-                bot: s.bot,
+                referrer: dims[Dimension::Referrer as usize],
+                source: dims[Dimension::Source as usize],
             };
             self.listeners.insert(
                 holder,

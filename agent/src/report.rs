@@ -136,9 +136,10 @@ impl DryRunReport {
 }
 
 /// What [`earshot_common::wire::compress_batch`] would make of these aggregates, measured
-/// without copying them: a borrowed batch (postcard encodes it the same) encoded once and
-/// deflated in one write into a byte counter (many small writes into deflate cost more than
-/// the whole dry run's parsing).
+/// without copying them: a borrowed batch (postcard encodes it the same) streamed through a
+/// 64 KiB buffer into deflate and a byte counter. The buffer matters: postcard writes field
+/// by field, and deflate called on every few bytes costs more than the whole dry run's
+/// parsing; encoding the whole batch first would cost its size in memory.
 fn compressed_batch_size(rollups: &[(HourKey, HourRollup)], counters: &AgentCounters) -> u64 {
     use std::io::Write;
     #[derive(Serialize)]
@@ -164,16 +165,17 @@ fn compressed_batch_size(rollups: &[(HourKey, HourRollup)], counters: &AgentCoun
         rollups,
         counters,
     };
-    let Ok(raw) = postcard::to_stdvec(&batch) else {
-        return 0;
-    };
-    let mut z = flate2::write::DeflateEncoder::new(
+    let z = flate2::write::DeflateEncoder::new(
         Count(0),
         flate2::Compression::new(earshot_common::wire::BATCH_DEFLATE_LEVEL),
     );
-    if z.write_all(&raw).is_err() {
+    let Ok(buffered) = postcard::to_io(&batch, std::io::BufWriter::with_capacity(1 << 16, z))
+    else {
         return 0;
-    }
+    };
+    let Ok(z) = buffered.into_inner() else {
+        return 0;
+    };
     z.finish().map_or(0, |c| c.0)
 }
 
