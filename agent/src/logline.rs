@@ -125,7 +125,8 @@ pub enum Malformed {
     UnixClient,
     /// The client port does not parse, or the address is empty or longer than any address.
     /// (Other text that is not an address, such as `300.0.0.1`, is found by
-    /// [`LogRecord::client_ip`]; the agent counts it under the same name.)
+    /// [`LogRecord::client_ip`]; the agent counts it under the same name when the line would
+    /// form a session, and by its status like any other line otherwise.)
     #[error("client address or port does not parse")]
     BadAddress,
     /// The `[dd/Mon/yyyy:HH:MM:SS.mmm]` date does not parse.
