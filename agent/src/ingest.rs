@@ -2,8 +2,8 @@
 //! optional GeoIP database at construction; the drivers (dry run, `run`) feed it lines.
 //!
 //! The client IP is used here, within one call, to hash the listener and look up the country,
-//! and is then dropped: it only lives on as the in-memory cache key below, never in a rollup,
-//! the state blob or a log message.
+//! and is then dropped: only a 128-bit hash of its text lives on, in the in-memory cache key
+//! below; never in a rollup, the state blob or a log message.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -277,14 +277,6 @@ fn pack(bytes: &[u8]) -> Option<u64> {
     )
 }
 
-/// The directory part of a path: "/hls/radio1/seg_9.aac" → "/hls/radio1"; "/x.m3u8" → "/".
-pub fn directory(path: &[u8]) -> &[u8] {
-    match memchr::memrchr(b'/', path) {
-        Some(0) | None => b"/",
-        Some(i) => &path[..i],
-    }
-}
-
 /// Glob match where `*` matches any run of bytes (including '/'). Case-sensitive.
 pub fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
@@ -322,6 +314,15 @@ mod tests {
         assert!(glob(b"*", b""));
         assert!(!glob(b"a*b", b"acbx"));
         assert!(glob(b"a*b*c", b"aXbYbZc"));
+    }
+
+    /// The reference for `split_path`'s directory: "/hls/radio1/seg_9.aac" → "/hls/radio1",
+    /// "/x.m3u8" → "/".
+    fn directory(path: &[u8]) -> &[u8] {
+        match memchr::memrchr(b'/', path) {
+            Some(0) | None => b"/",
+            Some(i) => &path[..i],
+        }
     }
 
     #[test]
