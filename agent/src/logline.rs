@@ -545,50 +545,50 @@ fn skip_rfc5424_header(s: &[u8]) -> Option<&[u8]> {
 
 /// First `needle`, testing 8 bytes at a time in a `u64` (SWAR), for spans expected to be
 /// short (an address, a URI part, an envelope token), where memchr's dispatch and vector
-/// setup cost more than they save. The capture block and the request line, which run to
-/// hundreds of bytes, use memchr.
+/// setup cost more than they save. The capture block, which runs to hundreds of bytes, uses
+/// memchr.
 #[inline]
 fn find_short(haystack: &[u8], needle: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
     let pattern = LO * u64::from(needle);
-    let mut chunks = haystack.chunks_exact(8);
-    let mut base = 0;
-    for chunk in &mut chunks {
-        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
-            break;
-        };
-        let x = u64::from_le_bytes(bytes) ^ pattern;
-        // A zero byte in x is a match. Borrows can only flag bytes above a real match, so
-        // the lowest flagged byte is exact.
-        let found = x.wrapping_sub(LO) & !x & HI;
-        if found != 0 {
-            return Some(base + (found.trailing_zeros() / 8) as usize);
-        }
-        base += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|p| base + p)
+    find_word(haystack, |w| zero_bytes(w ^ pattern), |b| b == needle)
 }
 
 /// First `a` or `b`, a word at a time like [`find_short`].
 #[inline]
 fn find_either(haystack: &[u8], a: u8, b: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
     let (pa, pb) = (LO * u64::from(a), LO * u64::from(b));
+    find_word(
+        haystack,
+        |w| zero_bytes(w ^ pa) | zero_bytes(w ^ pb),
+        |c| c == a || c == b,
+    )
+}
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each zero byte of `x` set. Borrows can only flag bytes above a real zero,
+/// so the lowest flagged byte is exact (which is all the searches use).
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// The first byte that `flags` marks in its 8-byte word (little-endian), or that `matches`
+/// accepts among the last bytes that do not fill a word.
+#[inline(always)]
+fn find_word(
+    haystack: &[u8],
+    flags: impl Fn(u64) -> u64,
+    matches: impl Fn(u8) -> bool,
+) -> Option<usize> {
     let mut chunks = haystack.chunks_exact(8);
     let mut base = 0;
     for chunk in &mut chunks {
         let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
             break;
         };
-        let word = u64::from_le_bytes(bytes);
-        let (x, y) = (word ^ pa, word ^ pb);
-        let found = (x.wrapping_sub(LO) & !x | y.wrapping_sub(LO) & !y) & HI;
+        let found = flags(u64::from_le_bytes(bytes));
         if found != 0 {
             return Some(base + (found.trailing_zeros() / 8) as usize);
         }
@@ -597,7 +597,7 @@ fn find_either(haystack: &[u8], a: u8, b: u8) -> Option<usize> {
     chunks
         .remainder()
         .iter()
-        .position(|&c| c == a || c == b)
+        .position(|&b| matches(b))
         .map(|p| base + p)
 }
 
