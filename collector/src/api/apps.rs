@@ -13,7 +13,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, AppState, auth};
+use super::{ApiError, ApiResult, AppState};
 use crate::apps::db::{AppsDbError, parse_store};
 use crate::apps::downloads::{self, DayGranularity};
 use crate::apps::engagement::{self, EngagementError};
@@ -87,18 +87,8 @@ fn prepare_days(
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
     allowed: &[&str],
 ) -> Result<DayRequest, ApiError> {
-    let token = auth::authenticate(&st.config.tokens, headers)?;
-    let Path(tenant) =
-        tenant.map_err(|e| ApiError::bad_request(format!("bad tenant in the path: {e}")))?;
-    auth::authorize(token, &tenant)?;
-    let Query(params) =
-        params.map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
-    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown parameter `{unknown}`; this endpoint takes {}",
-            allowed.join(", ")
-        )));
-    }
+    let (tenant, params) =
+        super::authorized(st, headers, tenant.map(|Path(t)| t), params, allowed)?;
     let (tz, tz_name) = match st.config.tenant_timezones.get(&tenant) {
         Some(name) => (
             query::parse_time_zone(name).map_err(|e| {

@@ -77,19 +77,9 @@ pub(super) async fn get_events(
     tenant: Result<Path<String>, PathRejection>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult {
-    let token = auth::authenticate(&st.config.tokens, &headers)?;
-    let Path(tenant) =
-        tenant.map_err(|e| ApiError::bad_request(format!("bad tenant in the path: {e}")))?;
-    auth::authorize(token, &tenant)?;
-    let Query(params) =
-        params.map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
     const ALLOWED: [&str; 4] = ["since", "type", "stream", "limit"];
-    if let Some(unknown) = params.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown parameter `{unknown}`; this endpoint takes {}",
-            ALLOWED.join(", ")
-        )));
-    }
+    let (tenant, params) =
+        super::authorized(&st, &headers, tenant.map(|Path(t)| t), params, &ALLOWED)?;
     let since = match params.get("since") {
         None => None,
         Some(s) => Some(Since::parse(s).ok_or_else(|| {

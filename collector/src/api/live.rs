@@ -22,7 +22,7 @@ use futures::Stream;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{ApiError, ApiResult, AppState, auth};
+use super::{ApiError, ApiResult, AppState};
 use crate::live::{LiveStore, Point, TenantNow};
 use crate::query::rfc3339;
 
@@ -31,7 +31,7 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// The most points one history answer may hold per series.
 pub const MAX_HISTORY_POINTS: i64 = 7200;
 
-/// Authenticates, authorizes the tenant and checks that every parameter is known.
+/// [`super::authorized`] for a `{tenant}` path.
 fn prepare(
     st: &AppState,
     headers: &HeaderMap,
@@ -39,23 +39,7 @@ fn prepare(
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
     allowed: &[&str],
 ) -> Result<(String, HashMap<String, String>), ApiError> {
-    let token = auth::authenticate(&st.config.tokens, headers)?;
-    let Path(tenant) =
-        tenant.map_err(|e| ApiError::bad_request(format!("bad tenant in the path: {e}")))?;
-    auth::authorize(token, &tenant)?;
-    let Query(params) =
-        params.map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
-    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        let takes = if allowed.is_empty() {
-            "no parameters".to_string()
-        } else {
-            allowed.join(", ")
-        };
-        return Err(ApiError::bad_request(format!(
-            "unknown parameter `{unknown}`; this endpoint takes {takes}"
-        )));
-    }
-    Ok((tenant, params))
+    super::authorized(st, headers, tenant.map(|Path(t)| t), params, allowed)
 }
 
 fn stream_json(s: &crate::live::StreamNow) -> Value {

@@ -330,15 +330,15 @@ impl Request {
     }
 }
 
-/// Authenticates, authorizes the tenant and parses `from`, `to`, `stream` (and checks that
-/// every parameter is one the endpoint knows).
-fn prepare(
+/// How every tenant endpoint starts: authenticates, authorizes the tenant of the path and
+/// parses the query string, refusing a parameter the endpoint does not take.
+fn authorized(
     st: &AppState,
     headers: &HeaderMap,
     tenant: Result<String, PathRejection>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
     allowed: &[&str],
-) -> Result<Request, ApiError> {
+) -> Result<(String, HashMap<String, String>), ApiError> {
     let token = auth::authenticate(&st.config.tokens, headers)?;
     let tenant =
         tenant.map_err(|e| ApiError::bad_request(format!("bad tenant in the path: {e}")))?;
@@ -346,11 +346,27 @@ fn prepare(
     let Query(params) =
         params.map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
     if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "unknown parameter `{unknown}`; this endpoint takes {}",
+        let takes = if allowed.is_empty() {
+            "no parameters".to_string()
+        } else {
             allowed.join(", ")
+        };
+        return Err(ApiError::bad_request(format!(
+            "unknown parameter `{unknown}`; this endpoint takes {takes}"
         )));
     }
+    Ok((tenant, params))
+}
+
+/// [`authorized`], then `from`, `to` and `stream` parsed.
+fn prepare(
+    st: &AppState,
+    headers: &HeaderMap,
+    tenant: Result<String, PathRejection>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+    allowed: &[&str],
+) -> Result<Request, ApiError> {
+    let (tenant, params) = authorized(st, headers, tenant, params, allowed)?;
     let from = query::parse_instant("from", params.get("from").map(String::as_str))?;
     let to = query::parse_instant("to", params.get("to").map(String::as_str))?;
     let range = TimeRange::new(from, to, st.config.max_range_days)?;
