@@ -153,7 +153,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
     let _ = std::fs::remove_file(&socket_path);
     let listener = tokio::net::UnixListener::bind(&socket_path)
         .with_context(|| format!("cannot listen on {}", socket_path.display()))?;
-    crate::sdnotify::ready_watching_reload(None)?;
+    earshot_common::sdnotify::ready_watching_reload(None)?;
     let control_tx = scan_tx.clone();
     tokio::spawn(async move {
         while let Ok((mut conn, _)) = listener.accept().await {
@@ -262,7 +262,7 @@ pub async fn run(config: AgentConfig) -> Result<()> {
             health.send(&mut shipper, &spool).await;
         }
     }
-    crate::sdnotify::stopping();
+    earshot_common::sdnotify::stopping();
     tracing::info!("stopping: finishing the file in progress");
     stop.store(true, Ordering::Relaxed);
     let _ = scan_tx.send(());

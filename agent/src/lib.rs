@@ -12,7 +12,6 @@ pub mod logline;
 pub mod reader;
 pub mod report;
 pub mod route;
-pub mod sdnotify;
 pub mod ship;
 pub mod spool;
 pub mod useragent;

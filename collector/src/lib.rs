@@ -10,7 +10,6 @@ pub mod init;
 pub mod link;
 pub mod live;
 pub mod query;
-pub mod sdnotify;
 pub mod sources;
 pub mod store;
 pub mod tls;

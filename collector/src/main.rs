@@ -251,7 +251,7 @@ async fn run(config_path: &Path) -> Result<()> {
     ));
     let poller_tasks = sources.spawn(&apps_db, &live, &shutdown);
     let reread = config_path.to_path_buf();
-    earshot_collector::sdnotify::ready_watching_reload(Some(Box::new(move || {
+    earshot_common::sdnotify::ready_watching_reload(Some(Box::new(move || {
         CollectorConfig::load(&reread)
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -267,7 +267,7 @@ async fn run(config_path: &Path) -> Result<()> {
 
     let stopped_early = tokio::select! {
         signal = stop_signal() => {
-            earshot_collector::sdnotify::stopping();
+            earshot_common::sdnotify::stopping();
             tracing::info!("{}: stopping (finishing merges in flight)", signal?);
             None
         }

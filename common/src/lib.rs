@@ -1,11 +1,14 @@
 //! What agent and collector must agree on: time bucketing, listener identity, the mergeable
-//! aggregates and the wire protocol. Everything here is pure code: no IO, no clocks.
+//! aggregates and the wire protocol. Everything here is pure code: no IO, no clocks — except
+//! [`sdnotify`], which the daemons share behind the `service` feature.
 #![forbid(unsafe_code)]
 
 pub mod listener;
 pub mod rollup;
 #[cfg(test)]
 mod rollup_props;
+#[cfg(feature = "service")]
+pub mod sdnotify;
 pub mod sketch;
 pub mod time;
 pub mod wire;
