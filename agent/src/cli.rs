@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::AgentConfig;
 use crate::ingest::Ingestor;
-use crate::reader::{Line, LineReader};
+use crate::reader::LineReader;
 use crate::report::DryRunReport;
 
 #[derive(Parser)]
@@ -190,14 +190,11 @@ pub fn feed_file(
 ) -> Result<u64> {
     let mut reader = LineReader::open(path, offset, max_line)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    while let Some(line) = reader
-        .next_line()
+    while let Some(lines) = reader
+        .next_lines()
         .with_context(|| format!("reading {}", path.display()))?
     {
-        match line {
-            Line::Text(text) => ingestor.feed(text),
-            Line::TooLong { .. } => ingestor.count_skipped("too_long"),
-        }
+        ingestor.feed_lines(lines);
     }
     Ok(reader.offset())
 }

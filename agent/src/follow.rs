@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sha2::{Digest, Sha256};
 
 use crate::ingest::Ingestor;
-use crate::reader::{Line, LineReader};
+use crate::reader::LineReader;
 use crate::spool::{Checkpoint, Spool, SpoolError};
 
 /// Bytes of a file's (decompressed) start that identify it.
@@ -194,8 +194,9 @@ impl Follower {
         file.metadata().is_ok_and(|m| m.len() > c.offset)
     }
 
-    /// Reads `path` (fingerprint `key`) from its checkpoint to the end, committing every
-    /// [`LINES_PER_COMMIT`] lines and at the end. Stops early, committed, when `stop` is set.
+    /// Reads `path` (fingerprint `key`) from its checkpoint to the end, committing after
+    /// the block of lines that reaches [`LINES_PER_COMMIT`] and at the end. Stops early,
+    /// committed, when `stop` is set.
     pub fn ingest_file(
         &mut self,
         ingestor: &mut Ingestor,
@@ -216,8 +217,8 @@ impl Follower {
         };
         let mut since_commit = 0u64;
         loop {
-            let line = match reader.next_line() {
-                Ok(line) => line,
+            let lines = match reader.next_lines() {
+                Ok(lines) => lines,
                 Err(e) => {
                     // E.g. a .gz still being written. The lines read so far are in the
                     // ingestor: commit them with the offset they end at, so that the retry
@@ -228,13 +229,10 @@ impl Follower {
                     return Err(io(e));
                 }
             };
-            let Some(line) = line else { break };
-            match line {
-                Line::Text(text) => ingestor.feed(text),
-                Line::TooLong { .. } => ingestor.count_skipped("too_long"),
-            }
-            outcome.lines += 1;
-            since_commit += 1;
+            let Some(lines) = lines else { break };
+            let n = ingestor.feed_lines(lines);
+            outcome.lines += n;
+            since_commit += n;
             if since_commit >= LINES_PER_COMMIT {
                 since_commit = 0;
                 self.commit(ingestor, spool, path, key, reader.offset(), false)?;

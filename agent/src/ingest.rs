@@ -18,7 +18,9 @@ use crate::accumulate::{Accumulator, AqhEntry, Session, StreamId, ValueId};
 use crate::clock::LogClock;
 use crate::config::{AgentConfig, valid_tenant};
 use crate::logline::{self, LineKind, LogRecord, Malformed};
+use crate::reader::Line;
 use crate::route::{Route, Router};
+use crate::table::KeyTable;
 use crate::useragent::UaClassifier;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -26,10 +28,11 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 type ByStatus = HashMap<(u32, i32), u64>;
 
 /// Caches are emptied when they grow past this many entries, bounding memory under a flood
-/// of distinct listeners (listener entries holding an open HLS session stay). 100,000
-/// listener entries of 80 bytes sit in a table of 131,072 buckets: 10.5 MB, and 16 MB at the
-/// moment it grows to that size. The one-hour benchmark file's 50,000 listeners fit.
-const MAX_CACHED_LISTENERS: usize = 100_000;
+/// of distinct listeners (listener entries holding an open HLS session stay). 98,304
+/// listener entries of 80 bytes fill three quarters of a table of 131,072 slots: 10.5 MB,
+/// and 16 MB at the moment it grows to that size. The one-hour benchmark file's 50,000
+/// listeners fit.
+const MAX_CACHED_LISTENERS: usize = 98_304;
 const MAX_CACHED_USER_AGENTS: usize = 50_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +49,7 @@ pub enum IngestError {
     State(String),
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct ListenerInfo {
     id: ListenerId,
     client: ValueId,
@@ -56,6 +59,7 @@ struct ListenerInfo {
     bot: bool,
 }
 
+#[derive(Clone, Copy, Default)]
 struct CachedListener {
     info: ListenerInfo,
     /// The open HLS session of (this entry's stream, `info.id`), when this entry holds it.
@@ -93,6 +97,31 @@ impl OpenHls {
     }
 }
 
+/// What [`Ingestor::finish`] needs of a line [`Ingestor::prepare`] parsed: kept small, as
+/// it waits for the next line to be prepared.
+struct Parsed<'a> {
+    /// When HAProxy wrote the line (its request's end): the log's clock.
+    written_ms: i64,
+    /// Set when the line is a session's.
+    session: Option<SessionLine<'a>>,
+}
+
+/// A session's line, ready for its listener to be looked up.
+struct SessionLine<'a> {
+    /// The listener cache key.
+    key: u128,
+    client: &'a [u8],
+    captured_request: Option<&'a [u8]>,
+    query: Option<&'a [u8]>,
+    start_ms: i64,
+    end_ms: i64,
+    /// Months since 1970-01 of the line's start: the listener hash's epoch.
+    month: i64,
+    tenant: u32,
+    stream: StreamId,
+    protocol: Protocol,
+}
+
 pub struct Ingestor {
     clock: LogClock,
     router: Router,
@@ -108,10 +137,10 @@ pub struct Ingestor {
     tenant_names: Vec<Box<str>>,
     keyrings: HashMap<(u32, i64), ListenerKeyring>,
     /// Keyed by a 128-bit fast hash of (stream, month, address text, captured headers): one
-    /// probe into the table and no raw address kept, even in memory. An entry also holds the
-    /// open HLS session of its (stream, listener), so that a segment request joins its
-    /// session with that same probe.
-    listeners: std::collections::HashMap<u128, CachedListener, BuildPassThrough>,
+    /// probe into the table (prefetched while the line before is worked on) and no raw
+    /// address kept, even in memory. An entry also holds the open HLS session of its
+    /// (stream, listener), so that a segment request joins its session with that same probe.
+    listeners: KeyTable<CachedListener>,
     /// Entries beyond this are dropped (those holding no open session).
     listener_limit: usize,
     user_agents: HashMap<Box<[u8]>, UaInfoIds>,
@@ -182,7 +211,7 @@ impl Ingestor {
             tenants: HashMap::default(),
             tenant_names: Vec::new(),
             keyrings: HashMap::default(),
-            listeners: std::collections::HashMap::with_hasher(BuildPassThrough),
+            listeners: KeyTable::default(),
             listener_limit: MAX_CACHED_LISTENERS,
             user_agents: HashMap::default(),
             streams: std::collections::HashMap::with_hasher(BuildPassThrough),
@@ -200,36 +229,80 @@ impl Ingestor {
     /// Feeds one log line (without its newline).
     pub fn feed(&mut self, line: &[u8]) {
         self.lines += 1;
-        match logline::parse_line(line) {
-            Err(reason) => self.count_malformed(reason.as_str()),
-            Ok(None) => {}
-            Ok(Some(record)) => self.feed_record(&record),
+        if let Some(parsed) = self.prepare(line) {
+            self.finish(&parsed);
         }
     }
 
-    /// Counts a line the reader had to skip (e.g. longer than `max_line_bytes`).
-    pub fn count_skipped(&mut self, reason: &'static str) {
-        self.lines += 1;
-        self.count_malformed(reason);
+    /// Feeds lines in order, as [`Ingestor::feed`] one by one would, but one line ahead: a
+    /// line is parsed and its listener's cache slot fetched while the line before it joins
+    /// its session. Returns how many lines there were.
+    pub fn feed_lines<'a>(&mut self, lines: impl Iterator<Item = Line<'a>>) -> u64 {
+        let mut n = 0;
+        let mut waiting = None;
+        for line in lines {
+            n += 1;
+            self.lines += 1;
+            let next = match line {
+                Line::Text(text) => self.prepare(text),
+                Line::TooLong { .. } => {
+                    self.count_malformed("too_long");
+                    None
+                }
+            };
+            if let Some(parsed) = &waiting {
+                self.finish(parsed);
+            }
+            waiting = next;
+        }
+        if let Some(parsed) = &waiting {
+            self.finish(parsed);
+        }
+        n
     }
 
     fn count_malformed(&mut self, reason: &'static str) {
         *self.malformed.entry(reason).or_default() += 1;
     }
 
-    fn feed_record(&mut self, r: &LogRecord<'_>) {
-        let start_ms = self.clock.to_utc_ms(r.accept_naive_ms);
-        self.session_from(r, start_ms);
+    /// Parses a line and finds what it counts for, touching no session: a line that is not
+    /// a session's is counted here. Its listener's cache slot is prefetched.
+    fn prepare<'a>(&mut self, line: &'a [u8]) -> Option<Parsed<'a>> {
+        let record = match logline::parse_line(line) {
+            Err(reason) => {
+                self.count_malformed(reason.as_str());
+                return None;
+            }
+            Ok(None) => return None,
+            Ok(Some(record)) => record,
+        };
+        let start_ms = self.clock.to_utc_ms(record.accept_naive_ms);
+        let session = self.session_line(&record, start_ms);
+        if let Some(s) = &session {
+            self.listeners.prefetch(s.key);
+        }
+        Some(Parsed {
+            written_ms: start_ms + record.duration_ms.max(0),
+            session,
+        })
+    }
+
+    /// The second half of a line: its session, then the log's clock.
+    fn finish(&mut self, p: &Parsed<'_>) {
+        if let Some(s) = &p.session {
+            self.join_session(s);
+        }
         // HAProxy writes a line when its request ends: the log's clock is the latest end seen.
         // Idle HLS sessions are closed after the line joined (or opened) its own session.
-        let written_ms = start_ms + r.duration_ms.max(0);
-        if written_ms > self.log_now_ms {
-            self.log_now_ms = written_ms;
+        if p.written_ms > self.log_now_ms {
+            self.log_now_ms = p.written_ms;
             self.close_idle();
         }
     }
 
-    fn session_from(&mut self, r: &LogRecord<'_>, start_ms: i64) {
+    /// What a line's session needs, or `None` when the line is not a session's (counted
+    /// here, by status or as malformed).
+    fn session_line<'a>(&mut self, r: &LogRecord<'a>, start_ms: i64) -> Option<SessionLine<'a>> {
         let backend = r.backend;
         let (path, query, authority): (&[u8], Option<&[u8]>, Option<&[u8]>) =
             match (&r.kind, &r.request) {
@@ -238,12 +311,13 @@ impl Ingestor {
                 (LineKind::Http, None) => {
                     // "<BADREQ>" and friends: no request to attribute, counted by status.
                     let tenant = self.router.default_tenant(backend);
-                    return count_by_status(
+                    count_by_status(
                         (&mut self.tenants, &mut self.tenant_names),
                         (&mut self.by_status, &mut self.malformed),
                         tenant,
                         r.status,
                     );
+                    return None;
                 }
             };
         let captured_host = match (authority, self.host_field, r.captured_request) {
@@ -251,15 +325,15 @@ impl Ingestor {
             (None, Some(i), Some(block)) => logline::captured_field(block, i),
             _ => None,
         };
-        let (tenant_id, stream_id, protocol) = match self.router.route(backend, path, captured_host)
-        {
+        let (tenant, stream, protocol) = match self.router.route(backend, path, captured_host) {
             Route::Ignored { tenant } => {
-                return count_by_status(
+                count_by_status(
                     (&mut self.tenants, &mut self.tenant_names),
                     (&mut self.by_status, &mut self.malformed),
                     tenant,
                     r.status,
                 );
+                return None;
             }
             Route::Stream {
                 tenant,
@@ -277,9 +351,12 @@ impl Ingestor {
                 StreamSlot::Stream { tenant, stream } => (tenant, stream, protocol),
                 StreamSlot::Ignored { tenant } => {
                     *self.by_status.entry((tenant, r.status)).or_default() += 1;
-                    return;
+                    return None;
                 }
-                StreamSlot::NotUtf8 => return self.count_malformed("not_utf8"),
+                StreamSlot::NotUtf8 => {
+                    self.count_malformed("not_utf8");
+                    return None;
+                }
             },
         };
         let success = match r.kind {
@@ -287,60 +364,66 @@ impl Ingestor {
             LineKind::Tcp => r.bytes > 0,
         };
         if !success {
-            *self.by_status.entry((tenant_id, r.status)).or_default() += 1;
-            return;
+            *self.by_status.entry((tenant, r.status)).or_default() += 1;
+            return None;
         }
         if r.logasap {
             // Logged at the start: the real duration is never written.
-            return self.count_malformed("logasap_duration");
+            self.count_malformed("logasap_duration");
+            return None;
         }
         if r.duration_ms < 0 {
-            return self.count_malformed("no_duration");
+            self.count_malformed("no_duration");
+            return None;
         }
-        let end_ms = start_ms + r.duration_ms;
-        let (key, listener) = match self.listener(tenant_id, stream_id, start_ms, r) {
+        let month = self.month_index(start_ms);
+        Some(SessionLine {
+            key: self.listener_key(stream, month, r),
+            client: r.client,
+            captured_request: r.captured_request,
+            query,
+            start_ms,
+            end_ms: start_ms + r.duration_ms,
+            month,
+            tenant,
+            stream,
+            protocol,
+        })
+    }
+
+    fn join_session(&mut self, s: &SessionLine<'_>) {
+        let listener = match self.listener(s) {
             Ok(found) => found,
             Err(reason) => return self.count_malformed(reason),
         };
-        match protocol {
+        match s.protocol {
             Protocol::Icecast => {
-                let dims = self.session_dims(&listener, query, r);
+                let dims = self.session_dims(&listener, s);
                 self.acc.add(&Session {
-                    stream: stream_id,
+                    stream: s.stream,
                     listener: listener.id,
                     dims,
-                    start_ms,
-                    end_ms,
+                    start_ms: s.start_ms,
+                    end_ms: s.end_ms,
                     bot: listener.bot,
                 });
             }
-            Protocol::Hls => {
-                self.hls_request(stream_id, key, &listener, start_ms, end_ms, query, r);
-            }
+            Protocol::Hls => self.hls_request(s, &listener),
         }
     }
 
     /// One HLS request: joins the open session of (stream, listener) when within the gap,
-    /// else closes it and opens a new one, held by the cache entry `key`.
-    #[allow(clippy::too_many_arguments)]
-    fn hls_request(
-        &mut self,
-        stream: StreamId,
-        key: u128,
-        listener: &ListenerInfo,
-        start_ms: i64,
-        end_ms: i64,
-        query: Option<&[u8]>,
-        r: &LogRecord<'_>,
-    ) {
+    /// else closes it and opens a new one, held by the line's cache entry.
+    fn hls_request(&mut self, s: &SessionLine<'_>, listener: &ListenerInfo) {
+        let (stream, key, start_ms, end_ms) = (s.stream, s.key, s.start_ms, s.end_ms);
         let session = (stream, listener.id);
         // The common case: this line's own entry holds the session.
-        let holder = match self.listeners.get(&key) {
+        let holder = match self.listeners.get(key) {
             Some(entry) if entry.open.is_some() => Some(key),
             _ => self.open_hls.get(&session).copied(),
         };
         if let Some(holder) = holder
-            && let Some(entry) = self.listeners.get_mut(&holder)
+            && let Some(entry) = self.listeners.get_mut(holder)
             && let Some(open) = entry.open.as_mut()
         {
             if start_ms - open.end_ms < self.hls_gap_ms {
@@ -354,14 +437,14 @@ impl Ingestor {
             self.open_hls.remove(&session);
             self.close_hls(session, &info, done);
         }
-        let dims = self.session_dims(listener, query, r);
+        let dims = self.session_dims(listener, s);
         let open = OpenHls {
             start_ms,
             end_ms,
             referrer: dims[Dimension::Referrer as usize],
             source: dims[Dimension::Source as usize],
         };
-        if let Some(entry) = self.listeners.get_mut(&key) {
+        if let Some(entry) = self.listeners.get_mut(key) {
             entry.open = Some(open);
         }
         self.open_hls.insert(session, key);
@@ -391,7 +474,7 @@ impl Ingestor {
             let Some(&holder) = self.open_hls.get(&session) else {
                 continue;
             };
-            let Some(entry) = self.listeners.get_mut(&holder) else {
+            let Some(entry) = self.listeners.get_mut(holder) else {
                 continue;
             };
             let Some(open) = entry.open else {
@@ -416,7 +499,7 @@ impl Ingestor {
             .open_hls
             .drain()
             .filter_map(|(session, holder)| {
-                let entry = self.listeners.get_mut(&holder)?;
+                let entry = self.listeners.get_mut(holder)?;
                 Some((session, entry.info, entry.open.take()?))
             })
             .collect();
@@ -449,17 +532,9 @@ impl Ingestor {
         (rollups, counters)
     }
 
-    /// The cache key and hashed listener of a line, hashing once per (stream, month, address
-    /// text, captured headers): the address is only parsed (and its text found not to be an
-    /// address, counted as `bad_address`) when the cache does not know it.
-    fn listener(
-        &mut self,
-        tenant: u32,
-        stream: StreamId,
-        start_ms: i64,
-        r: &LogRecord<'_>,
-    ) -> Result<(u128, ListenerInfo), &'static str> {
-        let month = self.month_index(start_ms);
+    /// The listener cache key of a session's line: a hash of (stream, month, address text,
+    /// captured headers).
+    fn listener_key(&mut self, stream: StreamId, month: i64, r: &LogRecord<'_>) -> u128 {
         self.key_buf.clear();
         self.key_buf.extend_from_slice(&stream.to_le_bytes());
         self.key_buf.extend_from_slice(&month.to_le_bytes());
@@ -470,28 +545,35 @@ impl Ingestor {
         // the field on a hit, at the price of an entry per Referer a listener sends.
         self.key_buf
             .extend_from_slice(r.captured_request.unwrap_or_default());
-        let key = cache_key(&self.key_buf);
-        if let Some(entry) = self.listeners.get(&key) {
-            return Ok((key, entry.info));
+        cache_key(&self.key_buf)
+    }
+
+    /// The hashed listener of a session's line, hashing once per cache key: the address is
+    /// only parsed (and its text found not to be an address, counted as `bad_address`) when
+    /// the cache does not know the key.
+    fn listener(&mut self, s: &SessionLine<'_>) -> Result<ListenerInfo, &'static str> {
+        if let Some(entry) = self.listeners.get(s.key) {
+            return Ok(entry.info);
         }
-        let ip = r.client_ip().ok_or(Malformed::BadAddress.as_str())?;
-        let ua_raw: &[u8] = match r.captured_request {
+        let ip = logline::parse_ip(s.client).ok_or(Malformed::BadAddress.as_str())?;
+        let ua_raw: &[u8] = match s.captured_request {
             Some(block) => logline::captured_field(block, self.ua_field).unwrap_or(b""),
             None => b"",
         };
         if self.listeners.len() >= self.listener_limit {
             // Entries holding an open session stay; if they are most of the table, the limit
             // grows with them rather than this running again at the next miss.
-            self.listeners.retain(|_, e| e.open.is_some());
+            self.listeners.retain(|e| e.open.is_some());
             self.listener_limit = MAX_CACHED_LISTENERS.max(2 * self.listeners.len());
         }
         let ua = logline::unescape(ua_raw);
         let ua_ids = self.user_agent(ua_raw, &ua);
-        let keyring = self.keyrings.entry((tenant, month)).or_insert_with(|| {
+        let month = s.month;
+        let keyring = self.keyrings.entry((s.tenant, month)).or_insert_with(|| {
             let (y, m) = (month.div_euclid(12), month.rem_euclid(12) + 1);
             ListenerKeyring::derive(
                 &self.secret,
-                &self.tenant_names[tenant as usize],
+                &self.tenant_names[s.tenant as usize],
                 &format!("{y:04}-{m:02}"),
             )
         });
@@ -509,8 +591,8 @@ impl Ingestor {
             bot: ua_ids.bot,
         };
         self.listeners
-            .insert(key, CachedListener { info, open: None });
-        Ok((key, info))
+            .insert(s.key, CachedListener { info, open: None });
+        Ok(info)
     }
 
     fn user_agent(&mut self, raw: &[u8], ua: &[u8]) -> UaInfoIds {
@@ -544,17 +626,12 @@ impl Ingestor {
         self.month_cache.1
     }
 
-    fn session_dims(
-        &mut self,
-        l: &ListenerInfo,
-        query: Option<&[u8]>,
-        r: &LogRecord<'_>,
-    ) -> [ValueId; 6] {
-        let referer = match (self.referer_field, r.captured_request) {
+    fn session_dims(&mut self, l: &ListenerInfo, s: &SessionLine<'_>) -> [ValueId; 6] {
+        let referer = match (self.referer_field, s.captured_request) {
             (Some(i), Some(block)) => logline::captured_field(block, i).and_then(referrer_host),
             _ => None,
         };
-        let source = query.and_then(source_param);
+        let source = s.query.and_then(source_param);
         let referrer_id = match &referer {
             Some(h) => self.acc.value_id(Dimension::Referrer, h),
             None => self.acc.value_id(Dimension::Referrer, "none"),
@@ -573,7 +650,7 @@ impl Ingestor {
             .open_hls
             .iter()
             .filter_map(|(&session, holder)| {
-                let entry = self.listeners.get(holder)?;
+                let entry = self.listeners.get(*holder)?;
                 Some((session, entry.info, entry.open?))
             })
             .map(|((sid, listener), info, s)| {
@@ -835,6 +912,103 @@ pub fn source_param(query: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log where the order of work matters: HLS listeners whose sessions the lines of
+    /// others close (gap 60 s), listeners switching Referer (a session's first line names
+    /// its referrer), progressive sessions, lines that are not sessions and malformed lines
+    /// between them, and more listeners than the cache holds, so that it is pruned while
+    /// sessions are open.
+    fn tricky_log() -> Vec<u8> {
+        use std::io::Write;
+        let mut log = Vec::new();
+        for i in 0..6000u32 {
+            let t = i * 7; // seconds after 04:00:00; listener `l` asks every 7 × 40 s
+            let (h, m, s) = (4 + t / 3600, t / 60 % 60, t % 60);
+            let l = i % 40 + if i % 97 == 0 { 1000 + i } else { 0 };
+            let client = if l % 3 == 0 {
+                format!("2001:db8::{l:x}")
+            } else {
+                format!("10.0.{}.{}", l / 250, l % 250)
+            };
+            let referer = if i % 11 == 0 {
+                "https://a.example/"
+            } else {
+                "-"
+            };
+            let (path, status, ta) = match i % 13 {
+                0 => ("/live.mp3?source=news".to_string(), 200, 65_000 + i),
+                1 => ("/missing".to_string(), 404, 3),
+                _ => (format!("/hls/s{}/seg{i}.aac", l % 2), 200, 150),
+            };
+            if i % 29 == 0 {
+                writeln!(log, "garbage {i}").expect("write");
+            }
+            if i % 31 == 0 {
+                // A new listener's first two segments, from two pages: the first names
+                // the session's referrer.
+                for site in ["b", "c"] {
+                    writeln!(
+                        log,
+                        "10.9.{}.{}:4000 [28/Nov/2026:{h:02}:{m:02}:{s:02}.000] fe be_radio/s1 \
+                         0/0/0/1/100 200 5000 - - ---- 1/1/0/0/0 0/0 \
+                         {{Player/1.0 (iPhone)|https://{site}.example/}} \"GET /hls/s0/x.aac HTTP/1.1\"",
+                        i / 250,
+                        i % 250
+                    )
+                    .expect("write");
+                }
+            }
+            writeln!(
+                log,
+                "{client}:4000 [28/Nov/2026:{h:02}:{m:02}:{s:02}.{:03}] fe be_radio/s1 0/0/0/1/{ta} \
+                 {status} 5000 - - ---- 1/1/0/0/0 0/0 {{Player/1.0 (iPhone)|{referer}}} \"GET {path} HTTP/1.1\"",
+                i % 1000
+            )
+            .expect("write");
+        }
+        log
+    }
+
+    fn ingestor() -> Ingestor {
+        let mut config = AgentConfig::defaults();
+        config.inputs.log_timezone = Some("UTC".into());
+        let mut ingestor = Ingestor::new(&config, b"secret".to_vec()).expect("ingestor");
+        ingestor.listener_limit = 30;
+        ingestor
+    }
+
+    fn sorted(mut ingestor: Ingestor) -> (Vec<(HourKey, HourRollup)>, AgentCounters) {
+        ingestor.close_all();
+        let (mut rollups, counters) = ingestor.take();
+        rollups.sort_by(|a, b| a.0.cmp(&b.0));
+        (rollups, counters)
+    }
+
+    #[test]
+    fn looking_a_line_ahead_gives_what_one_line_at_a_time_gives() {
+        let log = tricky_log();
+        let log = log.strip_suffix(b"\n").expect("ends with a newline");
+        let mut one_by_one = ingestor();
+        for line in log.split(|&b| b == b'\n') {
+            one_by_one.feed(line);
+        }
+        let mut ahead = ingestor();
+        // Lines in blocks of varying size, as the reader hands them out.
+        let lines: Vec<&[u8]> = log.split(|&b| b == b'\n').collect();
+        let mut n = 0;
+        for block in lines.chunks(37) {
+            n += ahead.feed_lines(block.iter().map(|&l| Line::Text(l)));
+        }
+        assert_eq!(n, lines.len() as u64);
+        let expected = sorted(one_by_one);
+        assert!(expected.0.len() >= 2, "the log spans hours");
+        // The garbage lines, one in 29.
+        assert_eq!(
+            expected.1.malformed.values().sum::<u64>(),
+            6000_u64.div_ceil(29)
+        );
+        assert_eq!(sorted(ahead), expected);
+    }
 
     #[test]
     fn referrer_hosts() {

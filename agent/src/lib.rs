@@ -1,5 +1,6 @@
 //! earshot agent.
-#![forbid(unsafe_code)]
+// One `unsafe` block in the crate: the cache prefetch hint in `table`.
+#![deny(unsafe_code)]
 pub mod accumulate;
 pub mod cli;
 pub mod clock;
@@ -14,4 +15,5 @@ pub mod report;
 pub mod route;
 pub mod ship;
 pub mod spool;
+pub mod table;
 pub mod useragent;

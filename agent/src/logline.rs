@@ -651,8 +651,9 @@ fn address_shaped(s: &[u8]) -> bool {
     !s.is_empty() && s.len() <= 45
 }
 
+/// An address as HAProxy writes `%ci` (see [`LogRecord::client_ip`]).
 #[inline]
-fn parse_ip(s: &[u8]) -> Option<IpAddr> {
+pub fn parse_ip(s: &[u8]) -> Option<IpAddr> {
     if let Some(v4) = parse_ipv4(s) {
         return Some(IpAddr::V4(v4));
     }

@@ -14,7 +14,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
-use memchr::memchr;
+use memchr::{memchr, memrchr};
 
 /// Lines longer than this (in bytes, without the newline) are skipped by default. HAProxy's
 /// own syslog limit is 1024 bytes by default and 65535 at most.
@@ -26,13 +26,60 @@ const BUFFER_SIZE: usize = 256 * 1024;
 /// Refuse a `max_line` that would make the buffer absurdly large.
 const MAX_MAX_LINE: usize = 1 << 30;
 
-/// One line from [`LineReader::next_line`].
+/// One line from [`LineReader::next_lines`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Line<'a> {
     /// The line without its `\n` and a trailing `\r`.
     Text(&'a [u8]),
     /// A line longer than `max_line`, skipped; `len` is its length in bytes without the `\n`.
     TooLong { len: u64 },
+}
+
+/// The lines of one [`LineReader::next_lines`]. The reader's offset is already past all
+/// of them; [`Lines::consumed`] says how far into them the iteration is.
+pub struct Lines<'a> {
+    rest: &'a [u8],
+    max_line: usize,
+    consumed: u64,
+    /// A line too long for the buffer, skipped by the reader: the only item, as its length
+    /// and the bytes it took in the stream (with its newline, when it had one).
+    skipped: Option<(u64, u64)>,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        if let Some((len, bytes)) = self.skipped.take() {
+            self.consumed += bytes;
+            return Some(Line::TooLong { len });
+        }
+        if self.rest.is_empty() {
+            return None;
+        }
+        let (mut line, rest) = match memchr(b'\n', self.rest) {
+            Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
+            None => (self.rest, &[][..]),
+        };
+        self.consumed += (self.rest.len() - rest.len()) as u64;
+        self.rest = rest;
+        if line.len() > self.max_line {
+            return Some(Line::TooLong {
+                len: line.len() as u64,
+            });
+        }
+        if let Some((b'\r', head)) = line.split_last() {
+            line = head;
+        }
+        Some(Line::Text(line))
+    }
+}
+
+impl Lines<'_> {
+    /// Bytes of the stream taken by the lines handed out so far, newlines included.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
 }
 
 enum Source {
@@ -113,29 +160,32 @@ impl LineReader {
         })
     }
 
-    /// The next line, `None` at the end of the stream. A last line without `\n` is returned
-    /// too. A line over `max_line` bytes comes back as [`Line::TooLong`] after being skipped.
-    pub fn next_line(&mut self) -> io::Result<Option<Line<'_>>> {
+    /// The next lines: every complete line the buffer holds (refilling it when it holds
+    /// none), `None` at the end of the stream. A last line without `\n` comes too. A line over
+    /// `max_line` bytes comes as [`Line::TooLong`], skipped without being buffered when it
+    /// does not fit. Handing out many lines at once lets the caller look one line ahead.
+    pub fn next_lines(&mut self) -> io::Result<Option<Lines<'_>>> {
         // Indices are computed in the loop and the slice taken after it, so the borrow of
         // `self.buf` does not overlap the refills.
         let (from, to) = loop {
-            if let Some(i) = memchr(b'\n', &self.buf[self.scanned..self.end]) {
-                let newline = self.scanned + i;
+            if let Some(i) = memrchr(b'\n', &self.buf[self.scanned..self.end]) {
                 let from = self.start;
-                self.start = newline + 1;
+                self.start = self.scanned + i + 1;
                 self.scanned = self.start;
-                self.offset += (newline + 1 - from) as u64;
-                let len = newline - from;
-                if len > self.max_line {
-                    return Ok(Some(Line::TooLong { len: len as u64 }));
-                }
-                break (from, newline);
+                self.offset += (self.start - from) as u64;
+                break (from, self.start);
             }
             self.scanned = self.end;
             let pending = self.end - self.start;
             if pending > self.max_line {
+                let at = self.offset;
                 let len = self.skip_long_line(pending as u64)?;
-                return Ok(Some(Line::TooLong { len }));
+                return Ok(Some(Lines {
+                    rest: &[],
+                    max_line: self.max_line,
+                    consumed: 0,
+                    skipped: Some((len, self.offset - at)),
+                }));
             }
             if self.eof {
                 if pending == 0 {
@@ -148,11 +198,12 @@ impl LineReader {
             }
             self.fill()?;
         };
-        let mut line = &self.buf[from..to];
-        if let Some((b'\r', head)) = line.split_last() {
-            line = head;
-        }
-        Ok(Some(Line::Text(line)))
+        Ok(Some(Lines {
+            rest: &self.buf[from..to],
+            max_line: self.max_line,
+            consumed: 0,
+            skipped: None,
+        }))
     }
 
     /// Decompressed bytes consumed so far, up to and including the newline of the last
@@ -284,15 +335,23 @@ mod tests {
     fn read_all(path: &Path, start: u64, max_line: usize) -> Vec<(Owned, u64)> {
         let mut r = LineReader::open(path, start, max_line).expect("open");
         let mut out = Vec::new();
-        while let Some(line) = r.next_line().expect("read") {
-            let owned = match line {
-                Line::Text(t) => Owned::Text(t.to_vec()),
-                Line::TooLong { len } => Owned::TooLong(len),
-            };
-            out.push((owned, r.offset()));
+        let mut before = r.offset();
+        while let Some(mut lines) = r.next_lines().expect("read") {
+            let mut ends = Vec::new();
+            while let Some(line) = lines.next() {
+                let owned = match line {
+                    Line::Text(t) => Owned::Text(t.to_vec()),
+                    Line::TooLong { len } => Owned::TooLong(len),
+                };
+                ends.push((owned, lines.consumed()));
+            }
+            // The reader's offset is already past all the lines it handed out.
+            assert_eq!(ends.last().map(|l| before + l.1), Some(r.offset()));
+            out.extend(ends.into_iter().map(|(l, end)| (l, before + end)));
+            before = r.offset();
         }
         // At the end the offset is the whole stream.
-        assert!(r.next_line().expect("read after end").is_none());
+        assert!(r.next_lines().expect("read after end").is_none());
         out
     }
 
@@ -387,7 +446,7 @@ mod tests {
         let g = write_plain(&gzip(b""));
         let mut r = LineReader::open(g.path(), 0, DEFAULT_MAX_LINE).expect("open");
         assert!(r.is_gzip());
-        assert!(r.next_line().expect("read").is_none());
+        assert!(r.next_lines().expect("read").is_none());
         assert_eq!(r.offset(), 0);
     }
 

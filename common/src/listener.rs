@@ -14,7 +14,9 @@ use sha2::Sha256;
 type HmacSha256 = Hmac<Sha256>;
 
 /// The first 64 bits of the listener's HMAC. Uniform, so sketches use it directly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct ListenerId(pub u64);
 
 /// The per-(tenant, epoch) hashing key, derived from the deployment secret.
