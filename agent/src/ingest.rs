@@ -1,8 +1,8 @@
 //! The agent's core: log lines in, sessions and rollups out. Pure apart from reading the
 //! optional GeoIP database at construction; the drivers (dry run, `run`) feed it lines.
 //!
-//! The client IP is used here, within one call, to hash the listener and look up the country,
-//! and is then dropped: only a 128-bit hash of its text lives on, in the in-memory cache key
+//! The client IP is used here, while its line is handled, to hash the listener and look up
+//! the country, and is then dropped: only a 64-bit hash of its text lives on, in the in-memory cache key
 //! below; never in a rollup, the state blob or a log message.
 
 use std::collections::BTreeSet;
@@ -58,11 +58,44 @@ struct ListenerInfo {
     bot: bool,
 }
 
+/// 56 bytes: with its key, one cache line of the table.
 #[derive(Clone, Copy, Default)]
 struct CachedListener {
     info: ListenerInfo,
-    /// The open HLS session of (this entry's stream, `info.id`), when this entry holds it.
-    open: Option<OpenHls>,
+    /// The open HLS session of (this entry's stream, `info.id`), when this entry holds it;
+    /// `end_ms` is [`CachedListener::CLOSED`] when it holds none (an `Option` would not fit
+    /// the cache line).
+    open: OpenHls,
+}
+
+impl CachedListener {
+    const CLOSED: i64 = i64::MIN;
+
+    fn new(info: ListenerInfo) -> CachedListener {
+        CachedListener {
+            info,
+            open: OpenHls::default(),
+        }
+    }
+
+    fn open(&self) -> Option<&OpenHls> {
+        (self.open.end_ms != Self::CLOSED).then_some(&self.open)
+    }
+
+    fn open_mut(&mut self) -> Option<&mut OpenHls> {
+        (self.open.end_ms != Self::CLOSED).then_some(&mut self.open)
+    }
+
+    fn take_open(&mut self) -> Option<OpenHls> {
+        let open = self.open().copied();
+        self.open.end_ms = Self::CLOSED;
+        open
+    }
+
+    fn set_open(&mut self, open: OpenHls) {
+        debug_assert!(open.end_ms != Self::CLOSED);
+        self.open = open;
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -81,6 +114,18 @@ struct OpenHls {
     end_ms: i64,
     referrer: ValueId,
     source: ValueId,
+}
+
+impl Default for OpenHls {
+    /// No session: what a cache entry holds when it holds none.
+    fn default() -> OpenHls {
+        OpenHls {
+            start_ms: 0,
+            end_ms: CachedListener::CLOSED,
+            referrer: 0,
+            source: 0,
+        }
+    }
 }
 
 impl OpenHls {
@@ -108,7 +153,7 @@ struct Parsed<'a> {
 /// A session's line, ready for its listener to be looked up.
 struct SessionLine<'a> {
     /// The listener cache key.
-    key: u128,
+    key: u64,
     client: &'a [u8],
     captured_request: Option<&'a [u8]>,
     query: Option<&'a [u8]>,
@@ -135,7 +180,7 @@ pub struct Ingestor {
     tenants: HashMap<Box<str>, u32>,
     tenant_names: Vec<Box<str>>,
     keyrings: HashMap<(u32, i64), ListenerKeyring>,
-    /// Keyed by a 128-bit fast hash of (stream, month, address text, captured headers): one
+    /// Keyed by a 64-bit fast hash of (stream, month, address text, captured headers): one
     /// probe into the table (prefetched while the line before is worked on) and no raw
     /// address kept, even in memory. An entry also holds the open HLS session of its
     /// (stream, listener), so that a segment request joins its session with that same probe.
@@ -148,7 +193,7 @@ pub struct Ingestor {
     /// Every open HLS session: (stream, listener) → the key of the `listeners` entry that
     /// holds it. Usually the entry a line finds; another one when the same listener comes
     /// with another address text or Referer, or after a restart.
-    open_hls: HashMap<(StreamId, ListenerId), u128>,
+    open_hls: HashMap<(StreamId, ListenerId), u64>,
     /// When open HLS sessions are due to be checked, soonest first. A B-tree rather than a
     /// binary heap: taking the first of tens of thousands touches a few nodes, not a path of
     /// fifteen scattered slots.
@@ -418,12 +463,12 @@ impl Ingestor {
         let session = (stream, listener.id);
         // The common case: this line's own entry holds the session.
         let holder = match self.listeners.get(key) {
-            Some(entry) if entry.open.is_some() => Some(key),
+            Some(entry) if entry.open().is_some() => Some(key),
             _ => self.open_hls.get(&session).copied(),
         };
         if let Some(holder) = holder
             && let Some(entry) = self.listeners.get_mut(holder)
-            && let Some(open) = entry.open.as_mut()
+            && let Some(open) = entry.open_mut()
         {
             if start_ms - open.end_ms < self.hls_gap_ms {
                 open.end_ms = open.end_ms.max(end_ms);
@@ -432,7 +477,7 @@ impl Ingestor {
             }
             let done = *open;
             let info = entry.info;
-            entry.open = None;
+            entry.take_open();
             self.open_hls.remove(&session);
             self.close_hls(session, &info, done);
         }
@@ -444,7 +489,7 @@ impl Ingestor {
             source: dims[Dimension::Source as usize],
         };
         if let Some(entry) = self.listeners.get_mut(key) {
-            entry.open = Some(open);
+            entry.set_open(open);
         }
         self.open_hls.insert(session, key);
         self.expiry
@@ -476,13 +521,13 @@ impl Ingestor {
             let Some(entry) = self.listeners.get_mut(holder) else {
                 continue;
             };
-            let Some(open) = entry.open else {
+            let Some(&open) = entry.open() else {
                 continue;
             };
             let due = open.end_ms + self.hls_gap_ms;
             if due < self.log_now_ms {
                 let info = entry.info;
-                entry.open = None;
+                entry.take_open();
                 self.open_hls.remove(&session);
                 self.close_hls(session, &info, open);
             } else if due != expires {
@@ -499,7 +544,7 @@ impl Ingestor {
             .drain()
             .filter_map(|(session, holder)| {
                 let entry = self.listeners.get_mut(holder)?;
-                Some((session, entry.info, entry.open.take()?))
+                Some((session, entry.info, entry.take_open()?))
             })
             .collect();
         open.sort_by_key(|(k, _, s)| (s.start_ms, k.0, k.1));
@@ -533,7 +578,7 @@ impl Ingestor {
 
     /// The listener cache key of a session's line: a hash of (stream, month, address text,
     /// captured headers).
-    fn listener_key(stream: StreamId, month: i64, r: &LogRecord<'_>) -> u128 {
+    fn listener_key(stream: StreamId, month: i64, r: &LogRecord<'_>) -> u64 {
         // (stream, month) in one word: months since 1970 fit 32 bits for 300 million years.
         let seed = u64::from(stream) << 32 | (month as u64 & 0xffff_ffff);
         // The whole capture block rather than the User-Agent cut out of it: no search for
@@ -556,7 +601,7 @@ impl Ingestor {
         if self.listeners.len() >= self.listener_limit {
             // Entries holding an open session stay; if they are most of the table, the limit
             // grows with them rather than this running again at the next miss.
-            self.listeners.retain(|e| e.open.is_some());
+            self.listeners.retain(|e| e.open().is_some());
             self.listener_limit = MAX_CACHED_LISTENERS.max(2 * self.listeners.len());
         }
         let ua = logline::unescape(ua_raw);
@@ -583,8 +628,7 @@ impl Ingestor {
             country,
             bot: ua_ids.bot,
         };
-        self.listeners
-            .insert(s.key, CachedListener { info, open: None });
+        self.listeners.insert(s.key, CachedListener::new(info));
         Ok(info)
     }
 
@@ -644,7 +688,7 @@ impl Ingestor {
             .iter()
             .filter_map(|(&session, holder)| {
                 let entry = self.listeners.get(*holder)?;
-                Some((session, entry.info, entry.open?))
+                Some((session, entry.info, *entry.open()?))
             })
             .map(|((sid, listener), info, s)| {
                 let dims = s.dims(&info);
@@ -711,13 +755,9 @@ impl Ingestor {
                 referrer: dims[Dimension::Referrer as usize],
                 source: dims[Dimension::Source as usize],
             };
-            self.listeners.insert(
-                holder,
-                CachedListener {
-                    info,
-                    open: Some(open),
-                },
-            );
+            let mut entry = CachedListener::new(info);
+            entry.set_open(open);
+            self.listeners.insert(holder, entry);
             self.open_hls.insert((sid, s.listener), holder);
             self.expiry
                 .insert((s.end_ms + self.hls_gap_ms, sid, s.listener));
@@ -726,15 +766,13 @@ impl Ingestor {
     }
 }
 
-/// A 128-bit key for a word and two byte strings: the XXH3-64 hash of `head` seeded with
-/// `seed`, beside the XXH3-64 hash of `tail` seeded with that (nothing copied into one
-/// buffer first). Two different triples share a key with a chance of at most 2⁻⁶⁴: for the
-/// 100,000 entries the listener cache holds at most, about 3 in 10¹⁰ that two listeners are
-/// merged.
-fn cache_key(seed: u64, head: &[u8], tail: &[u8]) -> u128 {
+/// A 64-bit key for a word and two byte strings: the XXH3-64 hash of `tail` seeded with the
+/// XXH3-64 hash of `head` seeded with `seed` (nothing copied into one buffer first). Two
+/// different triples share a key with a chance of about 2⁻⁶⁴: for the 100,000 entries the
+/// listener cache holds at most, about 3 in 10¹⁰ that two listeners are merged.
+fn cache_key(seed: u64, head: &[u8], tail: &[u8]) -> u64 {
     use xxhash_rust::xxh3::xxh3_64_with_seed;
-    let h = xxh3_64_with_seed(head, seed);
-    u128::from(h) << 64 | u128::from(xxh3_64_with_seed(tail, h))
+    xxh3_64_with_seed(tail, xxh3_64_with_seed(head, seed))
 }
 
 /// Counts a line that is not a session by its status, under its tenant (a tenant that is
@@ -946,6 +984,11 @@ mod tests {
         let (mut rollups, counters) = ingestor.take();
         rollups.sort_by(|a, b| a.0.cmp(&b.0));
         (rollups, counters)
+    }
+
+    #[test]
+    fn a_listener_entry_fits_a_cache_line_with_its_key() {
+        assert_eq!(size_of::<CachedListener>(), 56);
     }
 
     #[test]

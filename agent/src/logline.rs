@@ -214,6 +214,7 @@ const NON_TRAFFIC_PREFIXES: &[&[u8]] = &[
 /// `Ok(Some(_))` for a traffic line, `Ok(None)` for a recognised HAProxy line that is not
 /// traffic (see the module docs), `Err` for everything else. Never panics, whatever the
 /// input.
+#[inline(always)]
 pub fn parse_line(line: &[u8]) -> Result<Option<LogRecord<'_>>, Malformed> {
     let line = trim_line_end(line);
     let payload = trim_leading_spaces(strip_envelope(line));

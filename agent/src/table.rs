@@ -1,4 +1,4 @@
-//! A hash table for keys that are 128-bit hashes already, which can be told to bring a key's
+//! A hash table for keys that are 64-bit hashes already, which can be told to bring a key's
 //! slot into the CPU cache ahead of the lookup.
 //!
 //! The listener cache is probed once per log line at a random place in a table of tens of
@@ -8,15 +8,23 @@
 //! the lookup comes, the slot is there. (The standard `HashMap` does not say where a key
 //! lives, so it cannot be asked to.)
 //!
-//! Open addressing with linear probing, at most three quarters full. Entries go only in
-//! bulk, by [`KeyTable::retain`], which rebuilds the table.
+//! Open addressing with linear probing, at most three quarters full. A slot is one cache
+//! line (for values of up to 56 bytes), so one prefetch brings a key and its value. Entries
+//! go only in bulk, by [`KeyTable::retain`], which rebuilds the table.
 
-/// Marks an empty slot; a key of 0 is stored as 1 (two keys out of 2¹²⁸ share a slot key).
-const EMPTY: u128 = 0;
+/// Marks an empty slot; a key of 0 is stored as 1 (two keys out of 2⁶⁴ share a slot key).
+const EMPTY: u64 = 0;
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Slot<V> {
+    key: u64,
+    value: V,
+}
 
 pub struct KeyTable<V> {
     /// A power of two in length.
-    slots: Vec<(u128, V)>,
+    slots: Vec<Slot<V>>,
     len: usize,
 }
 
@@ -30,7 +38,13 @@ impl<V: Copy + Default> KeyTable<V> {
     fn with_slots(n: usize) -> KeyTable<V> {
         debug_assert!(n.is_power_of_two());
         KeyTable {
-            slots: vec![(EMPTY, V::default()); n],
+            slots: vec![
+                Slot {
+                    key: EMPTY,
+                    value: V::default()
+                };
+                n
+            ],
             len: 0,
         }
     }
@@ -46,36 +60,36 @@ impl<V: Copy + Default> KeyTable<V> {
     /// Asks the CPU to load the slot where a lookup of `key` starts. Only a hint: nothing
     /// changes if the table changes before the lookup.
     #[inline]
-    pub fn prefetch(&self, key: u128) {
+    pub fn prefetch(&self, key: u64) {
         prefetch(&self.slots[self.home(slot_key(key))]);
     }
 
     #[inline]
-    pub fn get(&self, key: u128) -> Option<&V> {
-        self.find(slot_key(key)).map(|i| &self.slots[i].1)
+    pub fn get(&self, key: u64) -> Option<&V> {
+        self.find(slot_key(key)).map(|i| &self.slots[i].value)
     }
 
     #[inline]
-    pub fn get_mut(&mut self, key: u128) -> Option<&mut V> {
-        self.find(slot_key(key)).map(|i| &mut self.slots[i].1)
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut V> {
+        self.find(slot_key(key)).map(|i| &mut self.slots[i].value)
     }
 
     /// Sets the value of `key`, adding it if it is not there.
-    pub fn insert(&mut self, key: u128, value: V) {
+    pub fn insert(&mut self, key: u64, value: V) {
         if (self.len + 1) * 4 > self.slots.len() * 3 {
             self.rebuild(self.slots.len() * 2, |_| true);
         }
         let key = slot_key(key);
         let mut i = self.home(key);
         loop {
-            match self.slots[i].0 {
+            match self.slots[i].key {
                 EMPTY => {
-                    self.slots[i] = (key, value);
+                    self.slots[i] = Slot { key, value };
                     self.len += 1;
                     return;
                 }
                 k if k == key => {
-                    self.slots[i].1 = value;
+                    self.slots[i].value = value;
                     return;
                 }
                 _ => i = (i + 1) & (self.slots.len() - 1),
@@ -89,20 +103,23 @@ impl<V: Copy + Default> KeyTable<V> {
     }
 
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.slots.iter().filter(|s| s.0 != EMPTY).map(|s| &s.1)
+        self.slots
+            .iter()
+            .filter(|s| s.key != EMPTY)
+            .map(|s| &s.value)
     }
 
     #[inline]
-    fn home(&self, key: u128) -> usize {
+    fn home(&self, key: u64) -> usize {
         // The keys are hashes: their low bits are as good as any.
         key as usize & (self.slots.len() - 1)
     }
 
     #[inline]
-    fn find(&self, key: u128) -> Option<usize> {
+    fn find(&self, key: u64) -> Option<usize> {
         let mut i = self.home(key);
         loop {
-            match self.slots[i].0 {
+            match self.slots[i].key {
                 EMPTY => return None,
                 k if k == key => return Some(i),
                 _ => i = (i + 1) & (self.slots.len() - 1),
@@ -111,16 +128,25 @@ impl<V: Copy + Default> KeyTable<V> {
     }
 
     fn rebuild(&mut self, slots: usize, mut keep: impl FnMut(&V) -> bool) {
-        let old = std::mem::replace(&mut self.slots, vec![(EMPTY, V::default()); slots]);
+        let old = std::mem::replace(
+            &mut self.slots,
+            vec![
+                Slot {
+                    key: EMPTY,
+                    value: V::default()
+                };
+                slots
+            ],
+        );
         self.len = 0;
-        for (key, value) in old {
+        for Slot { key, value } in old {
             if key != EMPTY && keep(&value) {
                 // Keys are distinct and the new table has room: straight to a free slot.
                 let mut i = self.home(key);
-                while self.slots[i].0 != EMPTY {
+                while self.slots[i].key != EMPTY {
                     i = (i + 1) & (slots - 1);
                 }
-                self.slots[i] = (key, value);
+                self.slots[i] = Slot { key, value };
                 self.len += 1;
             }
         }
@@ -128,25 +154,20 @@ impl<V: Copy + Default> KeyTable<V> {
 }
 
 #[inline]
-fn slot_key(key: u128) -> u128 {
+fn slot_key(key: u64) -> u64 {
     key.max(1)
 }
 
-/// Brings the cache lines of `value` (its first and last byte) into the CPU cache.
+/// Brings the cache line at `value` into the CPU cache.
 #[inline]
 #[allow(unsafe_code)]
 fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let first = (value as *const T).cast::<i8>();
-        let last = first.wrapping_add(size_of::<T>() - 1);
-        // SAFETY: a prefetch reads nothing the program sees and never faults; both addresses
-        // lie inside `value`, a live reference.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(first);
-            _mm_prefetch::<_MM_HINT_T0>(last);
-        }
+        // SAFETY: a prefetch reads nothing the program sees and never faults; the address is
+        // of a live reference.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast::<i8>()) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = value;
@@ -160,9 +181,9 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Insert(u128, u32),
-        Get(u128),
-        Bump(u128),
+        Insert(u64, u32),
+        Get(u64),
+        Bump(u64),
         RetainEven,
     }
 
@@ -170,10 +191,10 @@ mod tests {
         // Few distinct keys (so operations meet), some sharing low bits (so slots collide),
         // and 0 and 1, which share a slot key.
         let key = prop_oneof![
-            0u128..40,
-            (0u128..40).prop_map(|k| k << 64),
-            Just(0u128),
-            Just(1u128),
+            0u64..40,
+            (0u64..40).prop_map(|k| k << 40),
+            Just(0u64),
+            Just(1u64),
         ];
         prop_oneof![
             4 => (key.clone(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
@@ -188,7 +209,7 @@ mod tests {
         #[test]
         fn behaves_as_a_map(ops in prop::collection::vec(op(), 0..400)) {
             let mut table = KeyTable::<u32>::default();
-            let mut model = HashMap::<u128, u32>::new();
+            let mut model = HashMap::<u64, u32>::new();
             for op in ops {
                 match op {
                     Op::Insert(k, v) => {
@@ -220,9 +241,15 @@ mod tests {
     }
 
     #[test]
+    fn a_listener_entry_and_its_key_are_one_cache_line() {
+        assert_eq!(size_of::<Slot<[u64; 7]>>(), 64);
+        assert_eq!(align_of::<Slot<[u64; 7]>>(), 64);
+    }
+
+    #[test]
     fn grows_and_stays_at_most_three_quarters_full() {
         let mut table = KeyTable::<u64>::default();
-        let key = |k: u64| u128::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        let key = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         for k in 0..100_000u64 {
             table.insert(key(k), k);
         }
@@ -232,6 +259,6 @@ mod tests {
             table.prefetch(key(k));
             assert_eq!(table.get(key(k)), Some(&k));
         }
-        assert_eq!(table.get(u128::MAX), None);
+        assert_eq!(table.get(u64::MAX), None);
     }
 }
