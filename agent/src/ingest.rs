@@ -129,6 +129,17 @@ impl Default for OpenHls {
 }
 
 impl OpenHls {
+    /// Adds the request of `s` to this session when it starts less than the gap after the
+    /// session's last request ended; says whether it did.
+    fn join(&mut self, s: &SessionLine<'_>, gap_ms: i64) -> bool {
+        if s.start_ms - self.end_ms >= gap_ms {
+            return false;
+        }
+        self.end_ms = self.end_ms.max(s.end_ms);
+        self.start_ms = self.start_ms.min(s.start_ms);
+        true
+    }
+
     fn dims(&self, l: &ListenerInfo) -> [ValueId; 6] {
         [
             l.client,
@@ -436,6 +447,14 @@ impl Ingestor {
     }
 
     fn join_session(&mut self, s: &SessionLine<'_>) {
+        // Most lines: an HLS request that joins the session its own cache entry holds.
+        if s.protocol == Protocol::Hls
+            && let Some(entry) = self.listeners.get_mut(s.key)
+            && let Some(open) = entry.open_mut()
+            && open.join(s, self.hls_gap_ms)
+        {
+            return;
+        }
         let listener = match self.listener(s) {
             Ok(found) => found,
             Err(reason) => return self.count_malformed(reason),
@@ -457,11 +476,12 @@ impl Ingestor {
     }
 
     /// One HLS request: joins the open session of (stream, listener) when within the gap,
-    /// else closes it and opens a new one, held by the line's cache entry.
+    /// else closes it and opens a new one, held by the line's cache entry. (A request that
+    /// joins the session its own entry holds, most of them, was taken by `join_session`.)
     fn hls_request(&mut self, s: &SessionLine<'_>, listener: &ListenerInfo) {
         let (stream, key, start_ms, end_ms) = (s.stream, s.key, s.start_ms, s.end_ms);
         let session = (stream, listener.id);
-        // The common case: this line's own entry holds the session.
+        // This line's own entry, or the one that holds the session when another does.
         let holder = match self.listeners.get(key) {
             Some(entry) if entry.open().is_some() => Some(key),
             _ => self.open_hls.get(&session).copied(),
@@ -470,9 +490,7 @@ impl Ingestor {
             && let Some(entry) = self.listeners.get_mut(holder)
             && let Some(open) = entry.open_mut()
         {
-            if start_ms - open.end_ms < self.hls_gap_ms {
-                open.end_ms = open.end_ms.max(end_ms);
-                open.start_ms = open.start_ms.min(start_ms);
+            if open.join(s, self.hls_gap_ms) {
                 return;
             }
             let done = *open;
