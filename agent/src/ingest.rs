@@ -161,10 +161,14 @@ struct Parsed<'a> {
     session: Option<SessionLine<'a>>,
 }
 
-/// A session's line, ready for its listener to be looked up.
+/// A session's line, ready for its stream and listener to be looked up.
 struct SessionLine<'a> {
     /// The listener cache key.
     key: u64,
+    /// [`stream_key`] of the line's (tenant, stream).
+    stream_key: u64,
+    /// The line itself: parsed again for the names of its tenant and stream when they are new.
+    line: &'a [u8],
     client: &'a [u8],
     captured_request: Option<&'a [u8]>,
     query: Option<&'a [u8]>,
@@ -172,8 +176,7 @@ struct SessionLine<'a> {
     end_ms: i64,
     /// Months since 1970-01 of the line's start: the listener hash's epoch.
     month: i64,
-    tenant: u32,
-    stream: StreamId,
+    status: i32,
     protocol: Protocol,
 }
 
@@ -322,7 +325,8 @@ impl Ingestor {
     }
 
     /// Parses a line and finds what it counts for, touching no session: a line that is not
-    /// a session's is counted here. Its listener's cache slot is prefetched.
+    /// a session's is counted here. The cache slots of its stream and listener are
+    /// prefetched.
     fn prepare<'a>(&mut self, line: &'a [u8]) -> Option<Parsed<'a>> {
         let record = match logline::parse_line(line) {
             Err(reason) => {
@@ -333,8 +337,9 @@ impl Ingestor {
             Ok(Some(record)) => record,
         };
         let start_ms = self.clock.to_utc_ms(record.accept_naive_ms);
-        let session = self.session_line(&record, start_ms);
+        let session = self.session_line(line, &record, start_ms);
         if let Some(s) = &session {
+            self.streams.prefetch(s.stream_key);
             self.listeners.prefetch(s.key);
         }
         Some(Parsed {
@@ -357,31 +362,26 @@ impl Ingestor {
     }
 
     /// What a line's session needs, or `None` when the line is not a session's (counted
-    /// here, by status or as malformed).
-    fn session_line<'a>(&mut self, r: &LogRecord<'a>, start_ms: i64) -> Option<SessionLine<'a>> {
-        let backend = r.backend;
-        let (path, query, authority): (&[u8], Option<&[u8]>, Option<&[u8]>) =
-            match (&r.kind, &r.request) {
-                (_, Some(req)) => (req.path, req.query, req.authority),
-                (LineKind::Tcp, None) => (b"/", None, None),
-                (LineKind::Http, None) => {
-                    // "<BADREQ>" and friends: no request to attribute, counted by status.
-                    let tenant = self.router.default_tenant(backend);
-                    count_by_status(
-                        (&mut self.tenants, &mut self.tenant_names),
-                        (&mut self.by_status, &mut self.malformed),
-                        tenant,
-                        r.status,
-                    );
-                    return None;
-                }
-            };
-        let captured_host = match (authority, self.host_field, r.captured_request) {
-            (Some(a), _, _) => Some(a),
-            (None, Some(i), Some(block)) => logline::captured_field(block, i),
-            _ => None,
+    /// here, by status or as malformed). The stream is looked up later (its slot is
+    /// prefetched meanwhile), except for those lines, whose counting needs the tenant now.
+    fn session_line<'a>(
+        &mut self,
+        line: &'a [u8],
+        r: &LogRecord<'a>,
+        start_ms: i64,
+    ) -> Option<SessionLine<'a>> {
+        let Some((route, query)) = route_record(&self.router, self.host_field, r) else {
+            // "<BADREQ>" and friends: no request to attribute, counted by status.
+            let tenant = self.router.default_tenant(r.backend);
+            count_by_status(
+                (&mut self.tenants, &mut self.tenant_names),
+                (&mut self.by_status, &mut self.malformed),
+                tenant,
+                r.status,
+            );
+            return None;
         };
-        let (tenant, stream, protocol) = match self.router.route(backend, path, captured_host) {
+        let (tenant, stream, protocol) = match route {
             Route::Ignored { tenant } => {
                 count_by_status(
                     (&mut self.tenants, &mut self.tenant_names),
@@ -395,7 +395,14 @@ impl Ingestor {
                 tenant,
                 stream,
                 protocol,
-            } => match intern_stream(
+            } => (tenant, stream, protocol),
+        };
+        let success = match r.kind {
+            LineKind::Http => (200..300).contains(&r.status),
+            LineKind::Tcp => r.bytes > 0,
+        };
+        if !success || r.logasap || r.duration_ms < 0 {
+            let not_session = match intern_stream(
                 &mut self.streams,
                 &mut self.acc,
                 (&mut self.tenants, &mut self.tenant_names),
@@ -403,47 +410,86 @@ impl Ingestor {
                 stream.as_bytes(),
                 protocol,
             ) {
-                StreamSlot::Stream { tenant, stream } => (tenant, stream, protocol),
-                StreamSlot::Ignored { tenant } => {
-                    *self.by_status.entry((tenant, r.status)).or_default() += 1;
-                    return None;
-                }
-                StreamSlot::NotUtf8 => {
-                    self.count_malformed("not_utf8");
-                    return None;
-                }
-            },
-        };
-        let success = match r.kind {
-            LineKind::Http => (200..300).contains(&r.status),
-            LineKind::Tcp => r.bytes > 0,
-        };
-        if !success {
-            *self.by_status.entry((tenant, r.status)).or_default() += 1;
+                StreamSlot::NotUtf8 => Err("not_utf8"),
+                StreamSlot::Ignored { tenant } => Ok(tenant),
+                StreamSlot::Stream { tenant, .. } if !success => Ok(tenant),
+                // Logged at the start (`option logasap`): the real duration is never written.
+                StreamSlot::Stream { .. } if r.logasap => Err("logasap_duration"),
+                StreamSlot::Stream { .. } => Err("no_duration"),
+            };
+            match not_session {
+                Ok(tenant) => *self.by_status.entry((tenant, r.status)).or_default() += 1,
+                Err(reason) => self.count_malformed(reason),
+            }
             return None;
         }
-        if r.logasap {
-            // Logged at the start: the real duration is never written.
-            self.count_malformed("logasap_duration");
-            return None;
-        }
-        if r.duration_ms < 0 {
-            self.count_malformed("no_duration");
-            return None;
-        }
+        let stream_key = stream_key(tenant, stream.as_bytes());
         let month = self.month_index(start_ms);
         Some(SessionLine {
-            key: Self::listener_key(stream, month, r),
+            key: Self::listener_key(stream_key, month, r),
+            stream_key,
+            line,
             client: r.client,
             captured_request: r.captured_request,
             query,
             start_ms,
             end_ms: start_ms + r.duration_ms,
             month,
-            tenant,
-            stream,
+            status: r.status,
             protocol,
         })
+    }
+
+    /// The (tenant, stream) of a session's line, `None` when the tenant's lines are not
+    /// sessions (counted here).
+    fn stream_of(&mut self, s: &SessionLine<'_>) -> Option<(u32, StreamId)> {
+        let slot = match self.streams.get(s.stream_key) {
+            Some(&slot) => slot,
+            None => self.intern_line(s.line),
+        };
+        match slot {
+            StreamSlot::Stream { tenant, stream } => Some((tenant, stream)),
+            StreamSlot::Ignored { tenant } => {
+                *self.by_status.entry((tenant, s.status)).or_default() += 1;
+                None
+            }
+            StreamSlot::NotUtf8 => {
+                self.count_malformed("not_utf8");
+                None
+            }
+        }
+    }
+
+    /// Interns the (tenant, stream) of a session's line seen for the first time: the line is
+    /// parsed and routed again for the names (as it was by [`Ingestor::prepare`]).
+    fn intern_line(&mut self, line: &[u8]) -> StreamSlot {
+        let routed = match logline::parse_line(line) {
+            Ok(Some(r)) => match route_record(&self.router, self.host_field, &r) {
+                Some((
+                    Route::Stream {
+                        tenant,
+                        stream,
+                        protocol,
+                    },
+                    _,
+                )) => Some(intern_stream(
+                    &mut self.streams,
+                    &mut self.acc,
+                    (&mut self.tenants, &mut self.tenant_names),
+                    tenant,
+                    stream.as_bytes(),
+                    protocol,
+                )),
+                _ => None,
+            },
+            _ => None,
+        };
+        // Parsing and routing are functions of the line: it routes to a stream again.
+        debug_assert!(
+            routed.is_some(),
+            "a session's line no longer routes to a stream"
+        );
+        routed.unwrap_or_default()
     }
 
     fn join_session(&mut self, s: &SessionLine<'_>) {
@@ -455,7 +501,10 @@ impl Ingestor {
         {
             return;
         }
-        let listener = match self.listener(s) {
+        let Some((tenant, stream)) = self.stream_of(s) else {
+            return;
+        };
+        let listener = match self.listener(s, tenant) {
             Ok(found) => found,
             Err(reason) => return self.count_malformed(reason),
         };
@@ -463,7 +512,7 @@ impl Ingestor {
             Protocol::Icecast => {
                 let dims = self.session_dims(&listener, s);
                 self.acc.add(&Session {
-                    stream: s.stream,
+                    stream,
                     listener: listener.id,
                     dims,
                     start_ms: s.start_ms,
@@ -471,15 +520,15 @@ impl Ingestor {
                     bot: listener.bot,
                 });
             }
-            Protocol::Hls => self.hls_request(s, &listener),
+            Protocol::Hls => self.hls_request(s, stream, &listener),
         }
     }
 
     /// One HLS request: joins the open session of (stream, listener) when within the gap,
     /// else closes it and opens a new one, held by the line's cache entry. (A request that
     /// joins the session its own entry holds, most of them, was taken by `join_session`.)
-    fn hls_request(&mut self, s: &SessionLine<'_>, listener: &ListenerInfo) {
-        let (stream, key, start_ms, end_ms) = (s.stream, s.key, s.start_ms, s.end_ms);
+    fn hls_request(&mut self, s: &SessionLine<'_>, stream: StreamId, listener: &ListenerInfo) {
+        let (key, start_ms, end_ms) = (s.key, s.start_ms, s.end_ms);
         let session = (stream, listener.id);
         // This line's own entry, or the one that holds the session when another does.
         let holder = match self.listeners.get(key) {
@@ -596,9 +645,9 @@ impl Ingestor {
 
     /// The listener cache key of a session's line: a hash of (stream, month, address text,
     /// captured headers).
-    fn listener_key(stream: StreamId, month: i64, r: &LogRecord<'_>) -> u64 {
-        // (stream, month) in one word: months since 1970 fit 32 bits for 300 million years.
-        let seed = u64::from(stream) << 32 | (month as u64 & 0xffff_ffff);
+    fn listener_key(stream_key: u64, month: i64, r: &LogRecord<'_>) -> u64 {
+        // (stream, month) in one word; the multiplier is odd, so months stay apart.
+        let seed = stream_key ^ (month as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         // The whole capture block rather than the User-Agent cut out of it: no search for
         // the field on a hit, at the price of an entry per Referer a listener sends.
         cache_key(seed, r.client, r.captured_request.unwrap_or_default())
@@ -607,7 +656,7 @@ impl Ingestor {
     /// The hashed listener of a session's line, hashing once per cache key: the address is
     /// only parsed (and its text found not to be an address, counted as `bad_address`) when
     /// the cache does not know the key.
-    fn listener(&mut self, s: &SessionLine<'_>) -> Result<ListenerInfo, &'static str> {
+    fn listener(&mut self, s: &SessionLine<'_>, tenant: u32) -> Result<ListenerInfo, &'static str> {
         if let Some(entry) = self.listeners.get(s.key) {
             return Ok(entry.info);
         }
@@ -625,11 +674,11 @@ impl Ingestor {
         let ua = logline::unescape(ua_raw);
         let ua_ids = self.user_agent(ua_raw, &ua);
         let month = s.month;
-        let keyring = self.keyrings.entry((s.tenant, month)).or_insert_with(|| {
+        let keyring = self.keyrings.entry((tenant, month)).or_insert_with(|| {
             let (y, m) = (month.div_euclid(12), month.rem_euclid(12) + 1);
             ListenerKeyring::derive(
                 &self.secret,
-                &self.tenant_names[s.tenant as usize],
+                &self.tenant_names[tenant as usize],
                 &format!("{y:04}-{m:02}"),
             )
         });
@@ -793,6 +842,32 @@ fn cache_key(seed: u64, head: &[u8], tail: &[u8]) -> u64 {
     xxh3_64_with_seed(tail, xxh3_64_with_seed(head, seed))
 }
 
+/// The key of a (tenant, stream) in the stream table.
+fn stream_key(tenant: &[u8], stream: &[u8]) -> u64 {
+    cache_key(0, tenant, stream)
+}
+
+/// The route of a record and its query: `None` for an HTTP line without a request
+/// (`<BADREQ>`); a TCP line is a request for `/`.
+fn route_record<'r, 'a: 'r>(
+    router: &'r Router,
+    host_field: Option<usize>,
+    r: &LogRecord<'a>,
+) -> Option<(Route<'r>, Option<&'a [u8]>)> {
+    let (path, query, authority): (&[u8], Option<&[u8]>, Option<&[u8]>) =
+        match (&r.kind, &r.request) {
+            (_, Some(req)) => (req.path, req.query, req.authority),
+            (LineKind::Tcp, None) => (b"/", None, None),
+            (LineKind::Http, None) => return None,
+        };
+    let captured_host = match (authority, host_field, r.captured_request) {
+        (Some(a), _, _) => Some(a),
+        (None, Some(i), Some(block)) => logline::captured_field(block, i),
+        _ => None,
+    };
+    Some((router.route(r.backend, path, captured_host), query))
+}
+
 /// Counts a line that is not a session by its status, under its tenant (a tenant that is
 /// not UTF-8 makes it a malformed line).
 fn count_by_status(
@@ -848,7 +923,7 @@ fn intern_stream(
     stream: &[u8],
     protocol: Protocol,
 ) -> StreamSlot {
-    let key = cache_key(0, tenant, stream);
+    let key = stream_key(tenant, stream);
     if let Some(&slot) = streams.get(key) {
         return slot;
     }
