@@ -125,23 +125,16 @@ enum Extension<'a> {
 }
 
 /// The path's directory ("/hls/r1" of "/hls/r1/seg_9.aac", "/" for "/x.m3u8") and the
-/// extension of its last segment, in one backward scan.
+/// extension of its last segment.
 #[inline]
 fn split_path(path: &[u8]) -> (&[u8], Extension<'_>) {
-    let mut dot = None;
-    let mut i = path.len();
-    while i > 0 {
-        i -= 1;
-        match path[i] {
-            b'/' => {
-                let dir = if i == 0 { &b"/"[..] } else { &path[..i] };
-                return (dir, extension_after(path, dot));
-            }
-            b'.' if dot.is_none() => dot = Some(i),
-            _ => {}
-        }
-    }
-    (b"/", extension_after(path, dot))
+    let (dir, name_at) = match memchr::memrchr(b'/', path) {
+        Some(0) => (&b"/"[..], 1),
+        Some(i) => (&path[..i], i + 1),
+        None => (&b"/"[..], 0),
+    };
+    let dot = memchr::memrchr(b'.', &path[name_at..]).map(|d| name_at + d);
+    (dir, extension_after(path, dot))
 }
 
 #[inline]
