@@ -370,16 +370,13 @@ impl Ingestor {
         r: &LogRecord<'a>,
         start_ms: i64,
     ) -> Option<SessionLine<'a>> {
-        let Some((route, query)) = route_record(&self.router, self.host_field, r) else {
+        let (route, query) = match route_record(&self.router, self.host_field, r) {
+            Some(routed) => routed,
             // "<BADREQ>" and friends: no request to attribute, counted by status.
-            let tenant = self.router.default_tenant(r.backend);
-            count_by_status(
-                (&mut self.tenants, &mut self.tenant_names),
-                (&mut self.by_status, &mut self.malformed),
-                tenant,
-                r.status,
-            );
-            return None;
+            None => {
+                let tenant = self.router.default_tenant(r.backend);
+                (Route::Ignored { tenant }, None)
+            }
         };
         let (tenant, stream, protocol) = match route {
             Route::Ignored { tenant } => {
