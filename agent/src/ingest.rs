@@ -194,15 +194,16 @@ pub struct Ingestor {
     tenants: HashMap<Box<str>, u32>,
     tenant_names: Vec<Box<str>>,
     keyrings: HashMap<(u32, i64), ListenerKeyring>,
-    /// Keyed by a 64-bit fast hash of (stream, month, address text, captured headers): one
-    /// probe into the table (prefetched while the line before is worked on) and no raw
-    /// address kept, even in memory. An entry also holds the open HLS session of its
-    /// (stream, listener), so that a segment request joins its session with that same probe.
+    /// Keyed by a 64-bit fast hash of (tenant and stream names, month, address text, captured
+    /// headers): one probe into the table (prefetched while the line before is worked on)
+    /// and no raw address kept, even in memory. An entry also holds the open HLS session of
+    /// its (stream, listener), so that a segment request joins its session with that same
+    /// probe.
     listeners: KeyTable<CachedListener>,
     /// Entries beyond this are dropped (those holding no open session).
     listener_limit: usize,
     user_agents: HashMap<Box<[u8]>, UaInfoIds>,
-    /// [`cache_key`] of (tenant, stream) → what lines of it count as.
+    /// [`stream_key`] of (tenant, stream) → what lines of it count as.
     streams: KeyTable<StreamSlot>,
     /// Every open HLS session: (stream, listener) → the key of the `listeners` entry that
     /// holds it. Usually the entry a line finds; another one when the same listener comes
@@ -294,8 +295,8 @@ impl Ingestor {
     }
 
     /// Feeds lines in order, as [`Ingestor::feed`] one by one would, but one line ahead: a
-    /// line is parsed and its listener's cache slot fetched while the line before it joins
-    /// its session. Returns how many lines there were.
+    /// line is parsed and the cache slots of its stream and listener fetched while the line
+    /// before it joins its session. Returns how many lines there were.
     pub fn feed_lines<'a>(&mut self, lines: impl Iterator<Item = Line<'a>>) -> u64 {
         let mut n = 0;
         let mut waiting = None;
