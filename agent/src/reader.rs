@@ -1,4 +1,5 @@
-//! Reads a rotated HAProxy log file line by line, plain or gzip, from a checkpoint.
+//! Reads a rotated HAProxy log file a buffer's worth of lines at a time, plain or gzip, from a
+//! checkpoint.
 //!
 //! Rotated files are the agent's input (logrotate leaves `haproxy.log.1` plain and compresses
 //! older ones), so the reader recognises gzip by its magic bytes rather than by the file
@@ -206,8 +207,9 @@ impl LineReader {
         }))
     }
 
-    /// Decompressed bytes consumed so far, up to and including the newline of the last
-    /// returned line (plus the `start_offset` given to [`LineReader::open`]).
+    /// Decompressed bytes consumed so far, up to and including the newline of the last line
+    /// handed out by [`LineReader::next_lines`] (plus the `start_offset` given to
+    /// [`LineReader::open`]).
     pub fn offset(&self) -> u64 {
         self.offset
     }
