@@ -102,7 +102,8 @@ impl<V: Copy + Default> KeyTable<V> {
         self.rebuild(self.slots.len(), keep);
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &V> {
+    #[cfg(test)]
+    fn values(&self) -> impl Iterator<Item = &V> {
         self.slots
             .iter()
             .filter(|s| s.key != EMPTY)
@@ -128,16 +129,7 @@ impl<V: Copy + Default> KeyTable<V> {
     }
 
     fn rebuild(&mut self, slots: usize, mut keep: impl FnMut(&V) -> bool) {
-        let old = std::mem::replace(
-            &mut self.slots,
-            vec![
-                Slot {
-                    key: EMPTY,
-                    value: V::default()
-                };
-                slots
-            ],
-        );
+        let old = std::mem::replace(&mut self.slots, Self::with_slots(slots).slots);
         self.len = 0;
         for Slot { key, value } in old {
             if key != EMPTY && keep(&value) {
