@@ -40,19 +40,19 @@ pub enum Line<'a> {
 /// of them; [`Lines::consumed`] says how far into them the iteration is.
 pub struct Lines<'a> {
     rest: &'a [u8],
+    /// The stream bytes these lines take, newlines included.
+    len: u64,
     max_line: usize,
-    consumed: u64,
-    /// A line too long for the buffer, skipped by the reader: the only item, as its length
-    /// and the bytes it took in the stream (with its newline, when it had one).
-    skipped: Option<(u64, u64)>,
+    /// The length of a line too long for the buffer, skipped by the reader: the only item
+    /// (`len` is then the bytes it took, with its newline when it had one).
+    skipped: Option<u64>,
 }
 
 impl<'a> Iterator for Lines<'a> {
     type Item = Line<'a>;
 
     fn next(&mut self) -> Option<Line<'a>> {
-        if let Some((len, bytes)) = self.skipped.take() {
-            self.consumed += bytes;
+        if let Some(len) = self.skipped.take() {
             return Some(Line::TooLong { len });
         }
         if self.rest.is_empty() {
@@ -62,7 +62,6 @@ impl<'a> Iterator for Lines<'a> {
             Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
             None => (self.rest, &[][..]),
         };
-        self.consumed += (self.rest.len() - rest.len()) as u64;
         self.rest = rest;
         if line.len() > self.max_line {
             return Some(Line::TooLong {
@@ -79,7 +78,10 @@ impl<'a> Iterator for Lines<'a> {
 impl Lines<'_> {
     /// Bytes of the stream taken by the lines handed out so far, newlines included.
     pub fn consumed(&self) -> u64 {
-        self.consumed
+        match self.skipped {
+            Some(_) => 0,
+            None => self.len - self.rest.len() as u64,
+        }
     }
 }
 
@@ -183,9 +185,9 @@ impl LineReader {
                 let len = self.skip_long_line(pending as u64)?;
                 return Ok(Some(Lines {
                     rest: &[],
+                    len: self.offset - at,
                     max_line: self.max_line,
-                    consumed: 0,
-                    skipped: Some((len, self.offset - at)),
+                    skipped: Some(len),
                 }));
             }
             if self.eof {
@@ -201,8 +203,8 @@ impl LineReader {
         };
         Ok(Some(Lines {
             rest: &self.buf[from..to],
+            len: (to - from) as u64,
             max_line: self.max_line,
-            consumed: 0,
             skipped: None,
         }))
     }
