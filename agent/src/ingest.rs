@@ -542,11 +542,7 @@ impl Ingestor {
             if open.join(s, self.hls_gap_ms) {
                 return;
             }
-            let done = *open;
-            let info = entry.info;
-            entry.take_open();
-            self.open_hls.remove(&session);
-            self.close_hls(session, &info, done);
+            self.close_held(session, holder);
         }
         let dims = self.session_dims(listener, s);
         let open = OpenHls {
@@ -561,6 +557,19 @@ impl Ingestor {
         self.open_hls.insert(session, key);
         self.expiry
             .insert((end_ms + self.hls_gap_ms, stream, listener.id));
+    }
+
+    /// Closes the open session of `session` that the cache entry `holder` holds.
+    fn close_held(&mut self, session: (StreamId, ListenerId), holder: u64) {
+        let Some(entry) = self.listeners.get_mut(holder) else {
+            return;
+        };
+        let info = entry.info;
+        let Some(open) = entry.take_open() else {
+            return;
+        };
+        self.open_hls.remove(&session);
+        self.close_hls(session, &info, open);
     }
 
     fn close_hls(&mut self, key: (StreamId, ListenerId), info: &ListenerInfo, s: OpenHls) {
@@ -585,18 +594,12 @@ impl Ingestor {
             let Some(&holder) = self.open_hls.get(&session) else {
                 continue;
             };
-            let Some(entry) = self.listeners.get_mut(holder) else {
-                continue;
-            };
-            let Some(&open) = entry.open() else {
+            let Some(open) = self.listeners.get(holder).and_then(CachedListener::open) else {
                 continue;
             };
             let due = open.end_ms + self.hls_gap_ms;
             if due < self.log_now_ms {
-                let info = entry.info;
-                entry.take_open();
-                self.open_hls.remove(&session);
-                self.close_hls(session, &info, open);
+                self.close_held(session, holder);
             } else if due != expires {
                 self.expiry.insert((due, stream, listener));
             }
@@ -1009,7 +1012,7 @@ mod tests {
     use super::*;
 
     /// A log where the order of work matters: HLS listeners whose sessions the lines of
-    /// others close (gap 60 s), listeners switching Referer (a session's first line names
+    /// others close (gap 180 s), listeners switching Referer (a session's first line names
     /// its referrer), progressive sessions, lines that are not sessions and malformed lines
     /// between them, and more listeners than the cache holds, so that it is pruned while
     /// sessions are open.
