@@ -31,17 +31,6 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// The most points one history answer may hold per series.
 pub const MAX_HISTORY_POINTS: i64 = 7200;
 
-/// [`super::authorized`] for a `{tenant}` path.
-fn prepare(
-    st: &AppState,
-    headers: &HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-    allowed: &[&str],
-) -> Result<(String, HashMap<String, String>), ApiError> {
-    super::authorized(st, headers, tenant.map(|Path(t)| t), params, allowed)
-}
-
 fn stream_json(s: &crate::live::StreamNow) -> Value {
     json!({
         "stream": s.stream,
@@ -91,7 +80,7 @@ pub(super) async fn live_now(
     tenant: Result<Path<String>, PathRejection>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult {
-    let (tenant, _) = prepare(&st, &headers, tenant, params, &[])?;
+    let (tenant, _) = super::authorized(&st, &headers, tenant.map(|Path(t)| t), params, &[])?;
     let live = &st.services.live;
     Ok(Json(now_json(
         &live.now(&tenant),
@@ -133,10 +122,10 @@ pub(super) async fn live_history(
     tenant: Result<Path<String>, PathRejection>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult {
-    let (tenant, params) = prepare(
+    let (tenant, params) = super::authorized(
         &st,
         &headers,
-        tenant,
+        tenant.map(|Path(t)| t),
         params,
         &["minutes", "step", "stream"],
     )?;
@@ -247,7 +236,7 @@ pub(super) async fn live_stream(
     tenant: Result<Path<String>, PathRejection>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let (tenant, _) = prepare(&st, &headers, tenant, params, &[])?;
+    let (tenant, _) = super::authorized(&st, &headers, tenant.map(|Path(t)| t), params, &[])?;
     let has = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
