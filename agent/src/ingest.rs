@@ -836,13 +836,14 @@ impl Ingestor {
     }
 }
 
-/// A 64-bit key for a word and two byte strings: the XXH3-64 hash of `tail` seeded with the
-/// XXH3-64 hash of `head` seeded with `seed` (nothing copied into one buffer first). Two
+/// A 64-bit key for a word and two byte strings: the rapidhash (v3) of `tail` seeded with the
+/// rapidhash of `head` seeded with `seed` (nothing copied into one buffer first). Two
 /// different triples share a key with a chance of about 2⁻⁶⁴: for the 100,000 entries the
 /// listener cache holds at most, about 3 in 10¹⁰ that two listeners are merged.
 fn cache_key(seed: u64, head: &[u8], tail: &[u8]) -> u64 {
-    use xxhash_rust::xxh3::xxh3_64_with_seed;
-    xxh3_64_with_seed(tail, xxh3_64_with_seed(head, seed))
+    use rapidhash::v3::{RapidSecrets, rapidhash_v3_seeded};
+    let head = rapidhash_v3_seeded(head, &RapidSecrets::seed_cpp(seed));
+    rapidhash_v3_seeded(tail, &RapidSecrets::seed_cpp(head))
 }
 
 /// The key of a (tenant, stream) in the stream table.

@@ -770,7 +770,7 @@ thread_local! {
 }
 
 /// `dd/Mon/yyyy:HH:MM:SS.mmm` → naive ms since the epoch of that wall clock.
-#[inline]
+#[inline(always)]
 fn parse_date(d: &[u8]) -> Option<i64> {
     if d.len() != 24 {
         return None;
@@ -841,7 +841,7 @@ fn two_digits(a: u8, b: u8) -> Option<u32> {
 
 /// Slash-separated timers, each `-1`, `N` or `+N`, in one pass. Returns (count, last value,
 /// last had `+`); `None` on anything else or more than 5 timers.
-#[inline]
+#[inline(always)]
 fn parse_timers(s: &[u8]) -> Option<(usize, i64, bool)> {
     let mut count = 1;
     let mut value: i64 = 0;
@@ -921,6 +921,7 @@ fn parse_bytes(s: &[u8]) -> Result<u64, Malformed> {
 /// are looked at, so the search stops at the URI's end. A request line cut short by the
 /// syslog length limit (no closing quote) still counts when a method and at least one byte
 /// of the URI survived.
+#[inline(always)]
 fn parse_request(quoted: &[u8]) -> Result<Request<'_>, Malformed> {
     // A method and a URI contain neither spaces nor quotes (HAProxy writes `"` as `#22`).
     let missing = || {
