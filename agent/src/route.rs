@@ -43,15 +43,19 @@ pub struct Router {
     rules: Vec<RouteRule>,
     hls: PathPatterns,
     ignore: PathPatterns,
+    /// The `*.ext` patterns of both lists whose extension packs into a word.
+    extensions: ExtensionTable,
 }
 
+/// Which list a packed extension's pattern is in.
+const IN_HLS: u8 = 1;
+const IN_IGNORE: u8 = 2;
+
 /// Path globs, sorted by shape so the common ones (`*.m3u8`, `/hls/*`, exact paths) cost a
-/// comparison or two on the hot path instead of a glob walk.
+/// comparison or two on the hot path instead of a glob walk. `*.ext` patterns whose extension
+/// packs into a word are in the router's [`ExtensionTable`] instead.
 struct PathPatterns {
     exact: Vec<Vec<u8>>,
-    /// `*.ext` patterns, as the extension (without the dot) packed with its length: one
-    /// integer comparison each.
-    extensions: Vec<(usize, u64)>,
     /// `*.ext` patterns with extensions too long to pack.
     long_extensions: Vec<Vec<u8>>,
     suffixes: Vec<Vec<u8>>,
@@ -60,10 +64,10 @@ struct PathPatterns {
 }
 
 impl PathPatterns {
-    fn new(patterns: &[String]) -> PathPatterns {
+    /// Packable `*.ext` patterns go to `extensions`, marked `list`.
+    fn new(patterns: &[String], list: u8, extensions: &mut Vec<(u64, u8)>) -> PathPatterns {
         let mut p = PathPatterns {
             exact: vec![],
-            extensions: vec![],
             long_extensions: vec![],
             suffixes: vec![],
             prefixes: vec![],
@@ -76,7 +80,7 @@ impl PathPatterns {
                 0 => p.exact.push(b.to_vec()),
                 1 if b.starts_with(b"*.") && !b[2..].contains(&b'.') && !b.contains(&b'/') => {
                     match pack(&b[2..]) {
-                        Some(packed) => p.extensions.push((b.len() - 2, packed)),
+                        Some(packed) => extensions.push((packed, list)),
                         None => p.long_extensions.push(b[2..].to_vec()),
                     }
                 }
@@ -88,25 +92,17 @@ impl PathPatterns {
         p
     }
 
-    /// `extension` is the path's [`Extension`], found once for every pattern list.
+    /// `extension` is the path's [`Extension`] and `packed_match` whether the router's
+    /// [`ExtensionTable`] puts it in this list, both found once for every pattern list.
     #[inline]
-    fn matches(&self, path: &[u8], extension: &Extension<'_>) -> bool {
-        match *extension {
-            Extension::Packed(len, packed) => {
-                if self
-                    .extensions
-                    .iter()
-                    .any(|&(l, e)| l == len && e == packed)
-                {
-                    return true;
-                }
-            }
-            Extension::Long(ext) => {
-                if self.long_extensions.iter().any(|e| e == ext) {
-                    return true;
-                }
-            }
-            Extension::None => {}
+    fn matches(&self, path: &[u8], extension: &Extension<'_>, packed_match: bool) -> bool {
+        if packed_match {
+            return true;
+        }
+        if let Extension::Long(ext) = *extension
+            && self.long_extensions.iter().any(|e| e == ext)
+        {
+            return true;
         }
         self.suffixes.iter().any(|s| path.ends_with(s))
             || self.prefixes.iter().any(|s| has_prefix(path, s))
@@ -120,8 +116,50 @@ impl PathPatterns {
 #[derive(Debug, PartialEq, Eq)]
 enum Extension<'a> {
     None,
-    Packed(usize, u64),
+    /// See [`pack`].
+    Packed(u64),
     Long(&'a [u8]),
+}
+
+/// Packed extensions and the lists their patterns are in: open addressing, at most half
+/// full, so a path's extension costs one probe or two.
+struct ExtensionTable {
+    /// `(packed, lists)`; 0 is never a packed extension and marks an empty slot.
+    slots: Vec<(u64, u8)>,
+}
+
+impl ExtensionTable {
+    fn new(entries: &[(u64, u8)]) -> ExtensionTable {
+        let size = (entries.len() * 2).next_power_of_two().max(4);
+        let mut table = ExtensionTable {
+            slots: vec![(0, 0); size],
+        };
+        for &(packed, list) in entries {
+            let i = table.slot(packed);
+            table.slots[i] = (packed, table.slots[i].1 | list);
+        }
+        table
+    }
+
+    /// The slot holding `packed`, or the empty one where it would go.
+    #[inline]
+    fn slot(&self, packed: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = (packed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize & mask;
+        while self.slots[i].0 != packed && self.slots[i].0 != 0 {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// The lists (`IN_HLS`, `IN_IGNORE`) with a `*.ext` pattern for this extension.
+    #[inline]
+    fn lists(&self, extension: &Extension<'_>) -> u8 {
+        match *extension {
+            Extension::Packed(packed) => self.slots[self.slot(packed)].1,
+            _ => 0,
+        }
+    }
 }
 
 /// The path's directory ("/hls/r1" of "/hls/r1/seg_9.aac", "/" for "/x.m3u8") and the
@@ -144,7 +182,7 @@ fn extension_after(path: &[u8], dot: Option<usize>) -> Extension<'_> {
         Some(d) => {
             let ext = &path[d + 1..];
             match pack(ext) {
-                Some(packed) => Extension::Packed(ext.len(), packed),
+                Some(packed) => Extension::Packed(packed),
                 None => Extension::Long(ext),
             }
         }
@@ -153,11 +191,13 @@ fn extension_after(path: &[u8], dot: Option<usize>) -> Extension<'_> {
 
 impl Router {
     pub fn new(routing: &RoutingConfig, sessions: &SessionConfig) -> Router {
+        let mut extensions = Vec::new();
         Router {
             prefix: routing.backend_prefix.clone(),
             rules: routing.rules.clone(),
-            hls: PathPatterns::new(&sessions.hls_path_patterns),
-            ignore: PathPatterns::new(&sessions.ignore_path_patterns),
+            hls: PathPatterns::new(&sessions.hls_path_patterns, IN_HLS, &mut extensions),
+            ignore: PathPatterns::new(&sessions.ignore_path_patterns, IN_IGNORE, &mut extensions),
+            extensions: ExtensionTable::new(&extensions),
         }
     }
 
@@ -182,7 +222,8 @@ impl Router {
     ) -> Route<'a> {
         let default_tenant = self.default_tenant(backend);
         let (dir, ext) = split_path(path);
-        let protocol = if self.hls.matches(path, &ext) {
+        let lists = self.extensions.lists(&ext);
+        let protocol = if self.hls.matches(path, &ext, lists & IN_HLS != 0) {
             Protocol::Hls
         } else {
             Protocol::Icecast
@@ -208,7 +249,7 @@ impl Router {
                 };
             }
         }
-        if self.ignore.matches(path, &ext) {
+        if self.ignore.matches(path, &ext, lists & IN_IGNORE != 0) {
             return Route::Ignored {
                 tenant: default_tenant,
             };
@@ -256,17 +297,20 @@ fn has_prefix(hay: &[u8], prefix: &[u8]) -> bool {
     hay.len() >= prefix.len() && hay.iter().zip(prefix).all(|(a, b)| a == b)
 }
 
-/// Up to eight bytes as an integer.
+/// Up to seven bytes as an integer, their length plus one in the top byte: never 0, and two
+/// different byte strings never pack the same.
 #[inline]
 fn pack(bytes: &[u8]) -> Option<u64> {
-    if bytes.len() > 8 {
+    if bytes.len() > 7 {
         return None;
     }
     Some(
         bytes
             .iter()
             .enumerate()
-            .fold(0, |v, (i, &b)| v | u64::from(b) << (8 * i)),
+            .fold((bytes.len() as u64 + 1) << 56, |v, (i, &b)| {
+                v | u64::from(b) << (8 * i)
+            }),
     )
 }
 
@@ -336,12 +380,19 @@ mod tests {
             assert_eq!(got_dir, dir, "{path:?}");
             let got_ext: Option<Vec<u8>> = match got_ext {
                 Extension::None => None,
-                Extension::Packed(len, packed) => Some(packed.to_le_bytes()[..len].to_vec()),
+                Extension::Packed(packed) => {
+                    let len = (packed >> 56) as usize - 1;
+                    Some(packed.to_le_bytes()[..len].to_vec())
+                }
                 Extension::Long(e) => Some(e.to_vec()),
             };
             assert_eq!(got_ext.as_deref(), ext, "{path:?}");
         }
-        assert_eq!(pack(b"aac"), Some(u64::from_le_bytes(*b"aac\0\0\0\0\0")));
+        assert_eq!(pack(b"aac"), Some(u64::from_le_bytes(*b"aac\0\0\0\0\x04")));
+        assert_eq!(pack(b""), Some(1 << 56));
+        assert_ne!(pack(b"a"), pack(b"a\0"));
+        assert_eq!(pack(b"1234567").map(|p| p >> 56), Some(8));
+        assert_eq!(pack(b"12345678"), None);
     }
 
     #[test]
@@ -376,6 +427,37 @@ mod tests {
             r.route(b"be_radio1", b"/favicon.ico", None),
             Route::Ignored { tenant: b"radio1" }
         );
+    }
+
+    #[test]
+    fn extension_patterns_of_either_list_and_any_length() {
+        let c = AgentConfig::parse(
+            "[sessions]\nhls_path_patterns = [\"*.seg\", \"*.longsegm\", \"*.\", \"*.both\"]\n\
+             ignore_path_patterns = [\"*.both\", \"*.txt\", \"*.8letters\"]\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let r = Router::new(&c.routing, &c.sessions);
+        let hls = |path: &'static [u8]| match r.route(b"be_x", path, None) {
+            Route::Stream { protocol, .. } => Some(protocol == Protocol::Hls),
+            Route::Ignored { .. } => None,
+        };
+        // (path, Some(is HLS) or None for ignored), worked out from the patterns above.
+        for (path, want) in [
+            (&b"/a/1.seg"[..], Some(true)),
+            (b"/a/1.longsegm", Some(true)),
+            (b"/a/1.", Some(true)),
+            (b"/a/1.both", None),
+            (b"/a/1.txt", None),
+            (b"/a/1.8letters", None),
+            (b"/a/1.se", Some(false)),
+            (b"/a/1.segx", Some(false)),
+            (b"/a/1.longseg", Some(false)),
+            (b"/a/1.m3u8", Some(false)),
+            (b"/a/seg", Some(false)),
+        ] {
+            assert_eq!(hls(path), want, "{}", String::from_utf8_lossy(path));
+        }
     }
 
     #[test]
