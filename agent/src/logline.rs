@@ -70,8 +70,10 @@ pub struct LogRecord<'a> {
     pub status: i32,
     /// Bytes sent to the client, headers included (`%B`); a `+` prefix is accepted.
     pub bytes: u64,
-    /// Termination state: 4 chars in HTTP (`%tsc`), 2 in TCP (`%ts`).
-    pub termination: &'a [u8],
+    /// From the termination state on, the fields before the blocks (HTTP: `%tsc
+    /// %ac/%fc/%bc/%sc/%rc %sq/%bq `; TCP: `%ts %ac/… %sq/%bq`): nothing earshot counts, so
+    /// left as text (see [`LogRecord::termination`]).
+    pub state_fields: &'a [u8],
     /// The contents (without braces) of the first `{...}` block, i.e. the captured request
     /// headers separated by `|`, still `#XX`-escaped (see [`captured_field`] and
     /// [`unescape`]). `None` when the line has no block (no captures configured, `<BADREQ>`
@@ -82,7 +84,15 @@ pub struct LogRecord<'a> {
     pub request: Option<Request<'a>>,
 }
 
-impl LogRecord<'_> {
+impl<'a> LogRecord<'a> {
+    /// Termination state: 4 chars in HTTP (`%tsc`), 2 in TCP (`%ts`).
+    pub fn termination(&self) -> &'a [u8] {
+        self.state_fields
+            .split(|&b| b == b' ')
+            .next()
+            .unwrap_or_default()
+    }
+
     /// The client address, `None` when its text is not a valid IPv4 or IPv6 address (e.g.
     /// `300.0.0.1`). A `::ffff:`-mapped address stays the IPv6 address HAProxy wrote: the
     /// listener hasher canonicalises it.
@@ -283,7 +293,8 @@ pub fn parse_line(line: &[u8]) -> Result<Option<LogRecord<'_>>, Malformed> {
     if kind == LineKind::Tcp {
         // %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq
         let bytes = parse_bytes(cur.next().ok_or(Malformed::Truncated)?)?;
-        let termination = cur.next().ok_or(Malformed::Truncated)?;
+        let state_fields = cur.rest();
+        let _termination = cur.next().ok_or(Malformed::Truncated)?;
         let _conns = cur.next().ok_or(Malformed::Truncated)?;
         let _queues = cur.next().ok_or(Malformed::Truncated)?;
         return Ok(Some(LogRecord {
@@ -298,7 +309,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<LogRecord<'_>>, Malformed> {
             logasap,
             status: 0,
             bytes,
-            termination,
+            state_fields,
             captured_request: None,
             request: None,
         }));
@@ -309,10 +320,11 @@ pub fn parse_line(line: &[u8]) -> Result<Option<LogRecord<'_>>, Malformed> {
     let bytes = parse_bytes(cur.next().ok_or(Malformed::Truncated)?)?;
     let _cookie_req = cur.next().ok_or(Malformed::Truncated)?;
     let _cookie_resp = cur.next().ok_or(Malformed::Truncated)?;
-    let termination = cur.next().ok_or(Malformed::Truncated)?;
-    let _conns = cur.next().ok_or(Malformed::Truncated)?;
-    let _queues = cur.next().ok_or(Malformed::Truncated)?;
-    let tail = cur.rest();
+    // The termination state, connection counts and queues hold no `{` and no `"`: one search
+    // for what comes after them (a block or the request) skips them.
+    let rest = cur.rest();
+    let blocks = find_either(rest, b'{', b'"').ok_or(Malformed::Truncated)?;
+    let (state_fields, tail) = rest.split_at(blocks);
 
     // The first block is the captured request headers. `{`, `|`, `}` and `"` inside captures
     // are #XX-escaped, so the first `}` closes it and the first `"` after the blocks opens
@@ -344,7 +356,7 @@ pub fn parse_line(line: &[u8]) -> Result<Option<LogRecord<'_>>, Malformed> {
         logasap,
         status,
         bytes,
-        termination,
+        state_fields,
         captured_request,
         request,
     }))
@@ -1449,7 +1461,7 @@ mod tests {
         assert!(!r.logasap);
         assert_eq!(r.status, 200);
         assert_eq!(r.bytes, 42121);
-        assert_eq!(r.termination, b"CD--");
+        assert_eq!(r.termination(), b"CD--");
         let block = r.captured_request.expect("capture block");
         assert_eq!(block, b"VLC/3.0.18 LibVLC/3.0.18|127.0.0.1:18080");
         assert_eq!(
@@ -1472,7 +1484,7 @@ mod tests {
         );
         assert_eq!(r.duration_ms, 2);
         assert_eq!(r.bytes, 186);
-        assert_eq!(r.termination, b"----");
+        assert_eq!(r.termination(), b"----");
         let req = r.request.expect("request");
         assert_eq!(req.path, b"/index.html");
         assert_eq!(req.query, Some(&b"x=1"[..]));
@@ -1526,7 +1538,7 @@ mod tests {
         );
         assert_eq!(r.backend, b"fe_dual");
         assert_eq!(r.server, b"<NOSRV>");
-        assert_eq!(r.termination, b"LR--");
+        assert_eq!(r.termination(), b"LR--");
         assert_eq!(r.captured_request, None);
         assert_eq!(r.request.expect("request").path, b"/v4-on-dual-stack");
 
@@ -1585,7 +1597,7 @@ mod tests {
             r#"127.0.0.1:50522 [28/Nov/2026:04:22:59.332] fe_http fe_http/<NOSRV> -1/-1/-1/-1/2001 408 0 - - cR-- 1/1/0/0/0 0/0 "<BADREQ>""#,
         );
         assert_eq!((r.status, r.duration_ms), (408, 2001));
-        assert_eq!(r.termination, b"cR--");
+        assert_eq!(r.termination(), b"cR--");
     }
 
     #[test]
@@ -1631,7 +1643,7 @@ mod tests {
         assert_eq!(r.duration_ms, 5207);
         assert_eq!(r.bytes, 27137);
         assert_eq!(r.status, 0);
-        assert_eq!(r.termination, b"CD");
+        assert_eq!(r.termination(), b"CD");
         assert_eq!(
             (r.frontend, r.backend, r.server),
             (&b"fe_tcp"[..], &b"be_tcp"[..], &b"app1"[..])
