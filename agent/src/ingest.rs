@@ -209,10 +209,11 @@ pub struct Ingestor {
     /// holds it. Usually the entry a line finds; another one when the same listener comes
     /// with another address text or Referer, or after a restart.
     open_hls: HashMap<(StreamId, ListenerId), u64>,
-    /// When open HLS sessions are due to be checked, soonest first. A B-tree rather than a
+    /// When open HLS sessions are due to be checked, soonest first, with the key of the entry
+    /// that held each (no `open_hls` look-up, a cache miss, per check). A B-tree rather than a
     /// binary heap: taking the first of tens of thousands touches a few nodes, not a path of
     /// fifteen scattered slots.
-    expiry: BTreeSet<(i64, StreamId, ListenerId)>,
+    expiry: BTreeSet<(i64, StreamId, ListenerId, u64)>,
     log_now_ms: i64,
     lines: u64,
     malformed: HashMap<&'static str, u64>,
@@ -556,7 +557,7 @@ impl Ingestor {
         }
         self.open_hls.insert(session, key);
         self.expiry
-            .insert((end_ms + self.hls_gap_ms, stream, listener.id));
+            .insert((end_ms + self.hls_gap_ms, stream, listener.id, key));
     }
 
     /// Closes the open session of `session` that the cache entry `holder` holds.
@@ -585,15 +586,15 @@ impl Ingestor {
 
     /// Closes HLS sessions whose last request is more than the gap behind the log's clock.
     fn close_idle(&mut self) {
-        while let Some(&(expires, stream, listener)) = self.expiry.first() {
+        while let Some(&(expires, stream, listener, holder)) = self.expiry.first() {
             if expires >= self.log_now_ms {
                 break;
             }
             self.expiry.pop_first();
             let session = (stream, listener);
-            let Some(&holder) = self.open_hls.get(&session) else {
-                continue;
-            };
+            // An entry's key stands for one (stream, listener): whatever session `holder`
+            // holds is this one. If it holds none, the session was closed, or is held by
+            // another entry and has its own expiry.
             let Some(open) = self.listeners.get(holder).and_then(CachedListener::open) else {
                 continue;
             };
@@ -601,7 +602,7 @@ impl Ingestor {
             if due < self.log_now_ms {
                 self.close_held(session, holder);
             } else if due != expires {
-                self.expiry.insert((due, stream, listener));
+                self.expiry.insert((due, stream, listener, holder));
             }
         }
         self.acc.prune(self.log_now_ms);
@@ -830,7 +831,7 @@ impl Ingestor {
             self.listeners.insert(holder, entry);
             self.open_hls.insert((sid, s.listener), holder);
             self.expiry
-                .insert((s.end_ms + self.hls_gap_ms, sid, s.listener));
+                .insert((s.end_ms + self.hls_gap_ms, sid, s.listener, holder));
         }
         Ok(())
     }
