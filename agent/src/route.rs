@@ -166,7 +166,7 @@ impl ExtensionTable {
 /// extension of its last segment.
 #[inline]
 fn split_path(path: &[u8]) -> (&[u8], Extension<'_>) {
-    let (dir, name_at) = match memchr::memrchr(b'/', path) {
+    let (dir, name_at) = match rfind(path, b'/') {
         Some(0) => (&b"/"[..], 1),
         Some(i) => (&path[..i], i + 1),
         None => (&b"/"[..], 0),
@@ -184,9 +184,7 @@ fn split_path(path: &[u8]) -> (&[u8], Extension<'_>) {
 #[inline]
 fn packed_extension(path: &[u8], name_at: usize) -> Option<u64> {
     let word = u64::from_le_bytes(*path.last_chunk::<8>()?);
-    let x = word ^ (LO * u64::from(b'.'));
-    // Exact per byte (no borrow crosses bytes): the high bit of each byte of `x` that is 0.
-    let dots = !(((x & !HI) + !HI) | x) & HI;
+    let dots = bytes_equal(word, b'.');
     if dots == 0 {
         return None;
     }
@@ -197,6 +195,32 @@ fn packed_extension(path: &[u8], name_at: usize) -> Option<u64> {
     let len = 7 - last_dot;
     let ext = word.checked_shr(8 * (last_dot as u32 + 1)).unwrap_or(0);
     Some(ext | (len as u64 + 1) << 56)
+}
+
+/// Where `needle` last occurs in `s`. The last two words are searched a word at a time
+/// (a path's last segment is short), the rest by `memrchr`.
+#[inline]
+fn rfind(s: &[u8], needle: u8) -> Option<usize> {
+    let mut end = s.len();
+    for _ in 0..2 {
+        let Some(word) = s[..end].last_chunk::<8>() else {
+            break;
+        };
+        let hits = bytes_equal(u64::from_le_bytes(*word), needle);
+        if hits != 0 {
+            return Some(end - 1 - (hits.leading_zeros() / 8) as usize);
+        }
+        end -= 8;
+    }
+    memchr::memrchr(needle, &s[..end])
+}
+
+/// The high bit of each byte of `word` that is `b`, and no other bit: exact, since no borrow
+/// crosses from one byte to the next (unlike the usual `(x - LO) & !x & HI`).
+#[inline(always)]
+fn bytes_equal(word: u64, b: u8) -> u64 {
+    let x = word ^ (LO * u64::from(b));
+    !(((x & !HI) + !HI) | x) & HI
 }
 
 const LO: u64 = 0x0101_0101_0101_0101;
@@ -420,17 +444,20 @@ mod tests {
         assert_ne!(pack(b"a"), pack(b"a\0"));
         assert_eq!(pack(b"1234567").map(|p| p >> 56), Some(8));
         assert_eq!(pack(b"12345678"), None);
-        // Every cut of paths with dots and slashes here and there: the one-word extension
-        // agrees with the byte-by-byte one whenever it gives one.
+        // Every cut of paths with dots and slashes here and there: the last slash is where a
+        // byte loop finds it, and the one-word extension agrees with the byte-by-byte one whenever it gives one.
         for path in [
             &b"/hls/r.1/seg_12.aac"[..],
             b"/a.b/c.d/.e/f.g.",
             b"/x/y.z/abcdefgh",
             b"/abcdefg./x./yz",
+            b"/abcdefghijklmnopqrstuvwxyz/0123456789abcdefghij/x",
         ] {
             for end in 0..=path.len() {
                 let p = &path[..end];
-                let name_at = p.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+                let slash = p.iter().rposition(|&b| b == b'/');
+                assert_eq!(rfind(p, b'/'), slash, "{p:?}");
+                let name_at = slash.map_or(0, |i| i + 1);
                 let dot = p[name_at..].iter().rposition(|&b| b == b'.');
                 let want = dot.and_then(|d| pack(&p[name_at + d + 1..]));
                 match packed_extension(p, name_at) {
