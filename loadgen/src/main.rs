@@ -26,6 +26,15 @@ enum EnvelopeArg {
     Rsyslog,
 }
 
+impl From<EnvelopeArg> for Envelope {
+    fn from(e: EnvelopeArg) -> Envelope {
+        match e {
+            EnvelopeArg::Raw => Envelope::Raw,
+            EnvelopeArg::Rsyslog => Envelope::Rsyslog,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Write a scenario's rotated logs per host (DIR/host-N/haproxy.log…) and its truth.
@@ -77,6 +86,8 @@ enum Command {
         listeners: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        #[arg(long, value_enum, default_value = "raw")]
+        envelope: EnvelopeArg,
         #[arg(long)]
         gzip: bool,
         /// Write the truth as JSON here (computing it takes a while at this size).
@@ -113,10 +124,7 @@ fn main() -> anyhow::Result<()> {
                 stations,
                 listeners,
                 utc_offset_minutes: earshot_loadgen::parse_utc_offset(&tz)?,
-                envelope: match envelope {
-                    EnvelopeArg::Raw => Envelope::Raw,
-                    EnvelopeArg::Rsyslog => Envelope::Rsyslog,
-                },
+                envelope: envelope.into(),
                 gzip,
                 rotate_minutes,
                 ..Scenario::default()
@@ -133,6 +141,7 @@ fn main() -> anyhow::Result<()> {
             stations,
             listeners,
             seed,
+            envelope,
             gzip,
             truth,
             sessions,
@@ -140,6 +149,7 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(stations > 0, "stations must be > 0");
             let scenario = Scenario {
                 seed,
+                envelope: envelope.into(),
                 gzip,
                 ..Scenario::bench(lines, stations, listeners)
             };
