@@ -468,6 +468,34 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any path of slashes, dots and letters: the directory and extension are what byte
+        /// loops over it find.
+        #[test]
+        fn split_path_agrees_with_byte_loops(
+            path in proptest::collection::vec(proptest::sample::select(b"/.ab".to_vec()), 0..40)
+        ) {
+            let slash = path.iter().rposition(|&b| b == b'/');
+            let want_dir: &[u8] = match slash {
+                Some(i) if i > 0 => &path[..i],
+                _ => b"/",
+            };
+            let name = &path[slash.map_or(0, |i| i + 1)..];
+            let want_ext = name.iter().rposition(|&b| b == b'.').map(|d| &name[d + 1..]);
+            let (dir, ext) = split_path(&path);
+            proptest::prop_assert_eq!(dir, want_dir);
+            let ext = match ext {
+                Extension::None => None,
+                Extension::Packed(packed) => {
+                    let len = (packed >> 56) as usize - 1;
+                    Some(packed.to_le_bytes()[..len].to_vec())
+                }
+                Extension::Long(e) => Some(e.to_vec()),
+            };
+            proptest::prop_assert_eq!(ext.as_deref(), want_ext);
+        }
+    }
+
     #[test]
     fn default_routes() {
         let c = AgentConfig::defaults();

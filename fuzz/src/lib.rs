@@ -2,12 +2,23 @@
 //! (nightly), and `tests/e2e/fault_mangled.rs` calls them on stable with mutated samples.
 //! Each must return (never panic, never allocate without bound) whatever the bytes.
 
+use earshot_agent::config::AgentConfig;
+use earshot_agent::route::Router;
 use earshot_common::sketch::UniqueSketch;
 use earshot_common::wire::{self, AgentMessage, CollectorMessage, LiveSample};
+use std::sync::LazyLock;
 
-/// A HAProxy log line, as the agent's parser sees it.
+/// A HAProxy log line, as the agent's parser and the default routing see it.
 pub fn log_line(data: &[u8]) {
-    let _ = earshot_agent::logline::parse_line(data);
+    static ROUTER: LazyLock<Router> = LazyLock::new(|| {
+        let config = AgentConfig::defaults();
+        Router::new(&config.routing, &config.sessions)
+    });
+    if let Ok(Some(record)) = earshot_agent::logline::parse_line(data)
+        && let Some(request) = &record.request
+    {
+        let _ = ROUTER.route(record.backend, request.path, request.authority);
+    }
 }
 
 /// A frame body from the network, in every role it can have: an agent's message (and the
