@@ -19,6 +19,7 @@ for pair in "$raw raw" "$rsyslog rsyslog"; do
     if [ ! -f "$1" ]; then
         mkdir -p "$(dirname "$1")"
         target/release/earshot-loadgen bench-file --envelope "$2" --out "$1"
+        sync   # not measured: the writeback of what was just written
     fi
 done
 
