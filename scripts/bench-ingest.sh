@@ -23,6 +23,12 @@ for pair in "$raw raw" "$rsyslog rsyslog"; do
     fi
 done
 
+# The machine's speed can drift from one minute to the next: RUNS rounds (default 3), each
+# running the three programs back to back, and a last row with each one's median.
+runs=${RUNS:-3}
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
 run() {  # label, lines, command…  → one row: wall s, CPU s, lines per CPU second, peak RSS
     local label=$1 lines=$2; shift 2
     local out
@@ -30,11 +36,26 @@ run() {  # label, lines, command…  → one row: wall s, CPU s, lines per CPU s
     /usr/bin/time -o "$out" -f "%e %U %S %M" "$@" > /dev/null 2> /dev/null
     read -r wall user sys rss < "$out"
     rm -f "$out"
+    echo "$label|$lines|$wall|$user|$sys|$rss" >> "$results"
     python3 - "$label" "$lines" "$wall" "$user" "$sys" "$rss" <<'PY'
 import sys
 label, lines, wall, user, sys_, rss = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:])
 cpu = user + sys_
 print(f"{label:<28} {wall:7.2f} s wall {cpu:7.2f} s CPU {lines / cpu / 1e6:6.2f} M lines/CPU-s {lines / wall / 1e6:6.2f} M lines/s {rss / 1024:7.1f} MB peak")
+PY
+}
+
+medians() {  # one row per program: median lines per CPU second over the rounds, peak RSS
+    python3 - "$results" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    label, lines, wall, user, sys_, rss = line.strip().split("|")
+    rows.setdefault(label, []).append((int(lines) / (float(user) + float(sys_)), int(rss)))
+for label, runs in rows.items():
+    rates = [r for r, _ in runs]
+    print(f"{label:<28} median of {len(runs)}: {statistics.median(rates) / 1e6:6.2f} M lines/CPU-s"
+          f" (min {min(rates) / 1e6:.2f}, max {max(rates) / 1e6:.2f}), {max(m for _, m in runs) / 1024:.1f} MB peak")
 PY
 }
 
@@ -47,7 +68,11 @@ for pair in "$raw -4" "$rsyslog -1"; do
     size=$(du -m "$file" | cut -f1)
     cat "$file" > /dev/null   # the same page cache for everyone
     echo "$lines lines, $size MB: $file"
-    run "earshot-agent --dry-run" "$lines" target/release/earshot-agent ingest --dry-run "$file"
-    run "halog -u"   "$lines" sh -c "exec halog -s $skip -u < '$file'"
-    run "halog -srv" "$lines" sh -c "exec halog -s $skip -srv < '$file'"
+    : > "$results"
+    for _ in $(seq "$runs"); do
+        run "earshot-agent --dry-run" "$lines" target/release/earshot-agent ingest --dry-run "$file"
+        run "halog -u"   "$lines" sh -c "exec halog -s $skip -u < '$file'"
+        run "halog -srv" "$lines" sh -c "exec halog -s $skip -srv < '$file'"
+    done
+    medians
 done
