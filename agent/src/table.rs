@@ -80,21 +80,11 @@ impl<V: Copy + Default> KeyTable<V> {
             self.rebuild(self.slots.len() * 2, |_| true);
         }
         let key = slot_key(key);
-        let mut i = self.home(key);
-        loop {
-            match self.slots[i].key {
-                EMPTY => {
-                    self.slots[i] = Slot { key, value };
-                    self.len += 1;
-                    return;
-                }
-                k if k == key => {
-                    self.slots[i].value = value;
-                    return;
-                }
-                _ => i = (i + 1) & (self.slots.len() - 1),
-            }
+        let i = self.probe(key);
+        if self.slots[i].key == EMPTY {
+            self.len += 1;
         }
+        self.slots[i] = Slot { key, value };
     }
 
     /// Keeps the entries `keep` says yes to, in a table of the same size.
@@ -118,14 +108,18 @@ impl<V: Copy + Default> KeyTable<V> {
 
     #[inline]
     fn find(&self, key: u64) -> Option<usize> {
+        let i = self.probe(key);
+        (self.slots[i].key != EMPTY).then_some(i)
+    }
+
+    /// The slot holding `key`, or the empty one where it would go (there always is one).
+    #[inline]
+    fn probe(&self, key: u64) -> usize {
         let mut i = self.home(key);
-        loop {
-            match self.slots[i].key {
-                EMPTY => return None,
-                k if k == key => return Some(i),
-                _ => i = (i + 1) & (self.slots.len() - 1),
-            }
+        while self.slots[i].key != key && self.slots[i].key != EMPTY {
+            i = (i + 1) & (self.slots.len() - 1);
         }
+        i
     }
 
     fn rebuild(&mut self, slots: usize, mut keep: impl FnMut(&V) -> bool) {
@@ -133,11 +127,8 @@ impl<V: Copy + Default> KeyTable<V> {
         self.len = 0;
         for Slot { key, value } in old {
             if key != EMPTY && keep(&value) {
-                // Keys are distinct and the new table has room: straight to a free slot.
-                let mut i = self.home(key);
-                while self.slots[i].key != EMPTY {
-                    i = (i + 1) & (slots - 1);
-                }
+                // Keys are distinct: the probe ends at a free slot.
+                let i = self.probe(key);
                 self.slots[i] = Slot { key, value };
                 self.len += 1;
             }
