@@ -10,6 +10,7 @@ use earshot_common::Protocol;
 #[cfg(doc)]
 use crate::config::valid_tenant;
 use crate::config::{RouteRule, RoutingConfig, SessionConfig};
+use crate::table::KeyTable;
 
 /// What a request is for, or why it is not a session.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,8 +44,9 @@ pub struct Router {
     rules: Vec<RouteRule>,
     hls: PathPatterns,
     ignore: PathPatterns,
-    /// The `*.ext` patterns of both lists whose extension packs into a word.
-    extensions: ExtensionTable,
+    /// The `*.ext` patterns of both lists whose extension packs into a word, by
+    /// [`extension_key`]: the lists (`IN_HLS`, `IN_IGNORE`) that have one, in one probe.
+    extensions: KeyTable<u8>,
 }
 
 /// Which list a packed extension's pattern is in.
@@ -53,7 +55,7 @@ const IN_IGNORE: u8 = 2;
 
 /// Path globs, sorted by shape so the common ones (`*.m3u8`, `/hls/*`, exact paths) cost a
 /// comparison or two on the hot path instead of a glob walk. `*.ext` patterns whose extension
-/// packs into a word are in the router's [`ExtensionTable`] instead.
+/// packs into a word are in the router's `extensions` table instead.
 struct PathPatterns {
     exact: Vec<Vec<u8>>,
     /// `*.ext` patterns with extensions too long to pack.
@@ -65,7 +67,7 @@ struct PathPatterns {
 
 impl PathPatterns {
     /// Packable `*.ext` patterns go to `extensions`, marked `list`.
-    fn new(patterns: &[String], list: u8, extensions: &mut Vec<(u64, u8)>) -> PathPatterns {
+    fn new(patterns: &[String], list: u8, extensions: &mut KeyTable<u8>) -> PathPatterns {
         let mut p = PathPatterns {
             exact: vec![],
             long_extensions: vec![],
@@ -80,7 +82,11 @@ impl PathPatterns {
                 0 => p.exact.push(b.to_vec()),
                 1 if b.starts_with(b"*.") && !b[2..].contains(&b'.') && !b.contains(&b'/') => {
                     match pack(&b[2..]) {
-                        Some(packed) => extensions.push((packed, list)),
+                        Some(packed) => {
+                            let key = extension_key(packed);
+                            let lists = extensions.get(key).copied().unwrap_or(0);
+                            extensions.insert(key, lists | list);
+                        }
                         None => p.long_extensions.push(b[2..].to_vec()),
                     }
                 }
@@ -93,7 +99,7 @@ impl PathPatterns {
     }
 
     /// `extension` is the path's [`Extension`] and `packed_match` whether the router's
-    /// [`ExtensionTable`] puts it in this list, both found once for every pattern list.
+    /// `extensions` table puts it in this list, both found once for every pattern list.
     #[inline]
     fn matches(&self, path: &[u8], extension: &Extension<'_>, packed_match: bool) -> bool {
         if packed_match {
@@ -121,45 +127,12 @@ enum Extension<'a> {
     Long(&'a [u8]),
 }
 
-/// Packed extensions and the lists their patterns are in: open addressing, at most half
-/// full, so a path's extension costs one probe or two.
-struct ExtensionTable {
-    /// `(packed, lists)`; 0 is never a packed extension and marks an empty slot.
-    slots: Vec<(u64, u8)>,
-}
-
-impl ExtensionTable {
-    fn new(entries: &[(u64, u8)]) -> ExtensionTable {
-        let size = (entries.len() * 2).next_power_of_two().max(4);
-        let mut table = ExtensionTable {
-            slots: vec![(0, 0); size],
-        };
-        for &(packed, list) in entries {
-            let i = table.slot(packed);
-            table.slots[i] = (packed, table.slots[i].1 | list);
-        }
-        table
-    }
-
-    /// The slot holding `packed`, or the empty one where it would go.
-    #[inline]
-    fn slot(&self, packed: u64) -> usize {
-        let mask = self.slots.len() - 1;
-        let mut i = (packed.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize & mask;
-        while self.slots[i].0 != packed && self.slots[i].0 != 0 {
-            i = (i + 1) & mask;
-        }
-        i
-    }
-
-    /// The lists (`IN_HLS`, `IN_IGNORE`) with a `*.ext` pattern for this extension.
-    #[inline]
-    fn lists(&self, extension: &Extension<'_>) -> u8 {
-        match *extension {
-            Extension::Packed(packed) => self.slots[self.slot(packed)].1,
-            _ => 0,
-        }
-    }
+/// A packed extension as a key of the router's table, which takes its slot from the key's
+/// low bits: the extension's bytes mixed into them. Multiplying by an odd number and rotating
+/// is one-to-one, so two extensions never share a key.
+#[inline]
+fn extension_key(packed: u64) -> u64 {
+    packed.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(32)
 }
 
 /// The path's directory ("/hls/r1" of "/hls/r1/seg_9.aac", "/" for "/x.m3u8") and the
@@ -242,13 +215,13 @@ fn extension_after(path: &[u8], dot: Option<usize>) -> Extension<'_> {
 
 impl Router {
     pub fn new(routing: &RoutingConfig, sessions: &SessionConfig) -> Router {
-        let mut extensions = Vec::new();
+        let mut extensions = KeyTable::default();
         Router {
             prefix: routing.backend_prefix.clone(),
             rules: routing.rules.clone(),
             hls: PathPatterns::new(&sessions.hls_path_patterns, IN_HLS, &mut extensions),
             ignore: PathPatterns::new(&sessions.ignore_path_patterns, IN_IGNORE, &mut extensions),
-            extensions: ExtensionTable::new(&extensions),
+            extensions,
         }
     }
 
@@ -273,7 +246,11 @@ impl Router {
     ) -> Route<'a> {
         let default_tenant = self.default_tenant(backend);
         let (dir, ext) = split_path(path);
-        let lists = self.extensions.lists(&ext);
+        let lists = match ext {
+            Extension::Packed(packed) => self.extensions.get(extension_key(packed)).copied(),
+            _ => None,
+        }
+        .unwrap_or(0);
         let protocol = if self.hls.matches(path, &ext, lists & IN_HLS != 0) {
             Protocol::Hls
         } else {
