@@ -32,7 +32,7 @@ pub struct Session {
     pub stream: StreamId,
     pub listener: ListenerId,
     /// Value ids per dimension, in `Dimension::ALL` order.
-    pub dims: [ValueId; 6],
+    pub dims: [ValueId; Dimension::COUNT],
     pub start_ms: i64,
     pub end_ms: i64,
     pub bot: bool,
@@ -63,8 +63,8 @@ pub struct Accumulator {
     min_session_ms: i64,
     streams: Vec<StreamInfo>,
     stream_index: HashMap<(Arc<str>, Arc<str>), StreamId>,
-    values: [Vec<Arc<str>>; 6],
-    value_index: [HashMap<Arc<str>, ValueId>; 6],
+    values: [Vec<Arc<str>>; Dimension::COUNT],
+    value_index: [HashMap<Arc<str>, ValueId>; Dimension::COUNT],
     hours: HashMap<(StreamId, i64), HourAcc>,
     aqh: HashMap<(StreamId, i64, ListenerId), u32>,
     /// The same over all streams of a tenant, keyed by tenant index.

@@ -140,7 +140,7 @@ impl OpenHls {
         true
     }
 
-    fn dims(&self, l: &ListenerInfo) -> [ValueId; 6] {
+    fn dims(&self, l: &ListenerInfo) -> [ValueId; Dimension::COUNT] {
         [
             l.client,
             l.device,
@@ -148,6 +148,7 @@ impl OpenHls {
             l.country,
             self.referrer,
             self.source,
+            0,
         ]
     }
 }
@@ -252,10 +253,10 @@ impl Ingestor {
         for d in Dimension::ALL {
             acc.value_id(
                 d,
-                if d == Dimension::Source {
-                    "direct"
-                } else {
-                    "unknown"
+                match d {
+                    Dimension::Source => "direct",
+                    Dimension::Rendition => "none",
+                    _ => "unknown",
                 },
             );
         }
@@ -734,7 +735,7 @@ impl Ingestor {
         self.month_cache.1
     }
 
-    fn session_dims(&mut self, l: &ListenerInfo, s: &SessionLine<'_>) -> [ValueId; 6] {
+    fn session_dims(&mut self, l: &ListenerInfo, s: &SessionLine<'_>) -> [ValueId; Dimension::COUNT] {
         let referer = match (self.referer_field, s.captured_request) {
             (Some(i), Some(block)) => logline::captured_field(block, i).and_then(referrer_host),
             _ => None,
@@ -749,7 +750,7 @@ impl Ingestor {
             (None, Some(h)) => self.acc.value_id(Dimension::Source, h),
             (None, None) => 0,
         };
-        [l.client, l.device, l.os, l.country, referrer_id, source_id]
+        [l.client, l.device, l.os, l.country, referrer_id, source_id, 0]
     }
 
     /// The state that must survive a restart: open HLS sessions and AQH progress.
@@ -769,7 +770,7 @@ impl Ingestor {
                     listener,
                     start_ms: s.start_ms,
                     end_ms: s.end_ms,
-                    dims: Dimension::ALL.map(|d| self.acc.value(d, dims[d as usize]).to_string()),
+                    dims: std::array::from_fn(|d| self.acc.value(Dimension::ALL[d], dims[d]).to_string()),
                     bot: info.bot,
                 }
             })
@@ -805,7 +806,7 @@ impl Ingestor {
             ) else {
                 continue;
             };
-            let dims = Dimension::ALL.map(|d| self.acc.value_id(d, &s.dims[d as usize]));
+            let dims: [ValueId; 6] = std::array::from_fn(|d| self.acc.value_id(Dimension::ALL[d], &s.dims[d]));
             // Held by an entry of its own, which no line's key finds: the listener's next
             // line reaches it through `open_hls`.
             let mut tail = [0u8; 12];

@@ -316,8 +316,15 @@ impl Spool {
             .map_err(|e| self.err(e))?;
         rows.into_iter()
             .map(|(seq, body)| {
-                let stored: StoredBatch =
-                    postcard::from_bytes(&body).map_err(|error| SpoolError::Corrupt {
+                // A batch spooled by an agent from before the counters grew decodes too.
+                let stored: StoredBatch = earshot_common::wire::decode_with_counters(
+                    &body,
+                    |old: earshot_common::wire::RollupsBefore| {
+                        let (rollups, counters) = old.into_parts();
+                        StoredBatch { rollups, counters }
+                    },
+                )
+                .map_err(|error| SpoolError::Corrupt {
                         path: self.path.clone(),
                         seq,
                         error,

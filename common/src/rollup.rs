@@ -66,16 +66,22 @@ pub enum Dimension {
     Country,
     Referrer,
     Source,
+    /// The HLS rendition a session's media segments were last fetched from (`aac_128k`,
+    /// `audio_64`); `none` for progressive streams and single-rendition HLS. Added after the
+    /// others: its variant index is new, so older batches decode as they did.
+    Rendition,
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 6] = [
+    pub const COUNT: usize = 7;
+    pub const ALL: [Dimension; Dimension::COUNT] = [
         Dimension::Client,
         Dimension::Device,
         Dimension::Os,
         Dimension::Country,
         Dimension::Referrer,
         Dimension::Source,
+        Dimension::Rendition,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +92,7 @@ impl Dimension {
             Dimension::Country => "country",
             Dimension::Referrer => "referrer",
             Dimension::Source => "source",
+            Dimension::Rendition => "rendition",
         }
     }
 

@@ -66,7 +66,7 @@ pub fn decompress_batch(deflated: &[u8]) -> Result<Batch, WireError> {
     if raw.len() > MAX_FRAME {
         return Err(WireError::TooLarge(raw.len()));
     }
-    Ok(postcard::from_bytes(&raw)?)
+    Ok(decode_batch(&raw)?)
 }
 
 /// The agent process's own counters and gauges, as they are when sent (not deltas: the
@@ -123,6 +123,89 @@ pub struct AgentCounters {
     pub malformed: BTreeMap<String, u64>,
     /// Request lines that formed no session, by tenant and HTTP status (`-1` = none).
     pub by_status: BTreeMap<(String, i32), u64>,
+    /// Successful (2xx) requests that are not audio and so never sessions, by tenant and
+    /// kind: `document`, `image`, `script`, `player_file`, `status_page`, `method` (HEAD,
+    /// OPTIONS and other requests that fetch no audio), `ignored` (a configured pattern).
+    /// Added after the fields above: see [`decode_batch`].
+    pub not_sessions: BTreeMap<(String, String), u64>,
+    /// Distinct names folded into `(other)` by the cardinality bounds, by tenant and what
+    /// was folded (`stream`, or a dimension's name).
+    pub folded: BTreeMap<(String, String), u64>,
+}
+
+/// [`AgentCounters`] as the first agents wrote it (before `not_sessions` and `folded`).
+#[derive(Deserialize)]
+struct CountersBefore {
+    lines: u64,
+    malformed: BTreeMap<String, u64>,
+    by_status: BTreeMap<(String, i32), u64>,
+}
+
+impl From<CountersBefore> for AgentCounters {
+    fn from(c: CountersBefore) -> AgentCounters {
+        AgentCounters {
+            lines: c.lines,
+            malformed: c.malformed,
+            by_status: c.by_status,
+            ..Default::default()
+        }
+    }
+}
+
+/// Decodes a postcard value whose last field is an [`AgentCounters`] (a [`Batch`], the
+/// agent's spooled batches), written by this version or by one from before the counters
+/// grew: postcard ignores bytes past a value's end, so older collectors read newer batches,
+/// and a newer reader that finds the counters end early decodes them the old way.
+/// `new` and `old` are the two layouts; `upgrade` turns the old into the new.
+pub fn decode_with_counters<'a, New, Old>(
+    bytes: &'a [u8],
+    upgrade: impl FnOnce(Old) -> New,
+) -> Result<New, postcard::Error>
+where
+    New: Deserialize<'a>,
+    Old: Deserialize<'a>,
+{
+    match postcard::from_bytes::<New>(bytes) {
+        Ok(v) => Ok(v),
+        Err(e @ postcard::Error::DeserializeUnexpectedEnd) => {
+            postcard::from_bytes::<Old>(bytes).map(upgrade).map_err(|_| e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The same rollups with the counters of the first layout: what [`decode_with_counters`]
+/// falls back to for a [`Batch`].
+#[derive(Deserialize)]
+struct BatchBefore {
+    agent_id: String,
+    seq: u64,
+    rollups: Vec<(HourKey, HourRollup)>,
+    counters: CountersBefore,
+}
+
+/// Decodes a [`Batch`] of this version or an older one (see [`decode_with_counters`]).
+pub fn decode_batch(bytes: &[u8]) -> Result<Batch, postcard::Error> {
+    decode_with_counters(bytes, |b: BatchBefore| Batch {
+        agent_id: b.agent_id,
+        seq: b.seq,
+        rollups: b.rollups,
+        counters: b.counters.into(),
+    })
+}
+
+/// Rollups and counters as older agents spooled them: for spool readers that decode
+/// `(rollups, counters)` pairs.
+#[derive(Deserialize)]
+pub struct RollupsBefore {
+    pub rollups: Vec<(HourKey, HourRollup)>,
+    counters: CountersBefore,
+}
+
+impl RollupsBefore {
+    pub fn into_parts(self) -> (Vec<(HourKey, HourRollup)>, AgentCounters) {
+        (self.rollups, self.counters.into())
+    }
 }
 
 impl AgentCounters {
@@ -133,6 +216,12 @@ impl AgentCounters {
         }
         for (k, v) in &other.by_status {
             *self.by_status.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.not_sessions {
+            *self.not_sessions.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.folded {
+            *self.folded.entry(k.clone()).or_default() += v;
         }
     }
 
@@ -208,6 +297,56 @@ pub fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, WireErro
 mod tests {
     use super::*;
     use crate::rollup::Protocol;
+
+    /// The first layout of a batch, as older agents encoded (and spooled) it.
+    #[derive(Serialize)]
+    struct OldBatch {
+        agent_id: String,
+        seq: u64,
+        rollups: Vec<(HourKey, HourRollup)>,
+        counters: (u64, BTreeMap<String, u64>, BTreeMap<(String, i32), u64>),
+    }
+
+    #[test]
+    fn batches_of_the_first_layout_still_decode_and_new_ones_decode_the_old_way() {
+        let mut r = HourRollup::new(Protocol::Icecast);
+        r.quarters[1].sessions = 4;
+        let key = HourKey {
+            tenant: "t".into(),
+            stream: "/live.mp3".into(),
+            hour_ms: 7_200_000,
+        };
+        let old = OldBatch {
+            agent_id: "a".into(),
+            seq: 9,
+            rollups: vec![(key.clone(), r.clone())],
+            counters: (
+                12,
+                BTreeMap::from([("bad_date".to_string(), 2)]),
+                BTreeMap::from([(("t".to_string(), 404), 3)]),
+            ),
+        };
+        let bytes = postcard::to_stdvec(&old).unwrap();
+        let b = decode_batch(&bytes).unwrap();
+        assert_eq!((b.agent_id.as_str(), b.seq), ("a", 9));
+        assert_eq!(b.rollups, vec![(key.clone(), r.clone())]);
+        assert_eq!(b.counters.lines, 12);
+        assert_eq!(b.counters.malformed["bad_date"], 2);
+        assert_eq!(b.counters.by_status[&("t".to_string(), 404)], 3);
+        assert!(b.counters.not_sessions.is_empty() && b.counters.folded.is_empty());
+        // A new batch read by the old layout (an older collector): the same, less the new
+        // counters.
+        let mut new = b.clone();
+        new.counters
+            .not_sessions
+            .insert(("t".into(), "image".into()), 5);
+        let new_bytes = postcard::to_stdvec(&new).unwrap();
+        let seen_old: BatchBefore = postcard::from_bytes(&new_bytes).unwrap();
+        assert_eq!(seen_old.counters.lines, 12);
+        assert_eq!(decode_batch(&new_bytes).unwrap(), new);
+        // A truncated new batch is an error, not an old batch.
+        assert!(decode_batch(&new_bytes[..new_bytes.len() / 2]).is_err());
+    }
 
     #[test]
     fn batch_round_trips() {
