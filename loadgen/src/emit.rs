@@ -19,7 +19,8 @@ use rand::Rng;
 use crate::data::{NOISE_BLOCK, USER_AGENTS};
 use crate::format::{HttpLine, MINUTE_MS, push_accept_date, push_rfc3339_micros};
 use crate::hls::HlsWalk;
-use crate::plan::{Body, Noise, NoiseKind, Plan, PlannedSession, bytes_per_ms, segment_ext};
+use crate::layout::{H2_AUTHORITY, StationLayout};
+use crate::plan::{Body, Noise, NoiseKind, Plan, PlannedSession, WebKind};
 use crate::rng::SplitMix;
 use crate::{Envelope, Scenario};
 
@@ -191,8 +192,10 @@ pub fn write_host(
                     unreachable!()
                 };
                 request.clear();
-                push_request(&mut request, &s.truth.stream, s.source_param);
-                let body_bytes = timers[4] as u64 * bytes_per_ms(s.stream);
+                let layout = &plan.layouts[s.station as usize];
+                let def = &layout.streams[usize::from(s.stream)];
+                push_progressive(&mut request, s, &def.path);
+                let body_bytes = timers[4] as u64 * def.bytes_per_ms;
                 session_line(
                     s,
                     &backends[s.station as usize],
@@ -211,22 +214,14 @@ pub fn write_host(
                     .expect("sources in the heap have a next request")
                     .clone();
                 request.clear();
+                let layout = &plan.layouts[s.station as usize];
+                let def = &layout.streams[usize::from(s.stream)];
                 request.push_str("GET ");
-                request.push_str(&s.truth.stream);
-                match r.segment {
-                    None => {
-                        request.push_str("/live.m3u8");
-                        if let Some(src) = s.source_param {
-                            request.push_str("?source=");
-                            request.push_str(src);
-                        }
-                    }
-                    Some(n) => {
-                        use std::fmt::Write as _;
-                        let _ = write!(request, "/seg_{n}.{}", segment_ext(s.station));
-                    }
+                if s.h2 {
+                    request.push_str(H2_AUTHORITY);
                 }
-                request.push_str(" HTTP/1.1");
+                layout.push_hls_path(&mut request, def, &r, s.session_id, s.source_param);
+                request.push_str(if s.h2 { " HTTP/2.0" } else { " HTTP/1.1" });
                 let timers = [0, 0, 0, r.tr_ms, r.ta_ms];
                 session_line(
                     s,
@@ -244,7 +239,12 @@ pub fn write_host(
                     heap.push(Reverse((next.write_ms(), idx)));
                 }
             }
-            Source::Noise(n) => noise_line(scenario, n, &mut line),
+            Source::Noise(n) => match n.kind {
+                NoiseKind::Web(kind) => {
+                    web_line(scenario, &plan.layouts[n.station as usize], n, kind, &mut line)
+                }
+                _ => noise_line(scenario, n, &mut line),
+            },
         }
         line.push(b'\n');
         sink.write_line(write_ms, &line)?;
@@ -253,14 +253,121 @@ pub fn write_host(
     Ok(lines)
 }
 
-fn push_request(out: &mut String, path: &str, source: Option<&str>) {
+/// A progressive request: the mount, `?source=` and a cache-buster, HTTP/1.1 or an HTTP/2
+/// absolute URI.
+fn push_progressive(out: &mut String, s: &PlannedSession, path: &str) {
+    use std::fmt::Write as _;
     out.push_str("GET ");
-    out.push_str(path);
-    if let Some(src) = source {
-        out.push_str("?source=");
-        out.push_str(src);
+    if s.h2 {
+        out.push_str(H2_AUTHORITY);
     }
-    out.push_str(" HTTP/1.1");
+    out.push_str(path);
+    let mut sep = '?';
+    if let Some(src) = s.source_param {
+        out.push(sep);
+        out.push_str("source=");
+        out.push_str(src);
+        sep = '&';
+    }
+    if s.buster > 0 {
+        out.push(sep);
+        let _ = match s.buster {
+            1 => write!(out, "nocache={}", s.truth.start_ms),
+            2 => write!(out, "icy=http"),
+            3 => write!(out, "listenerid={}", s.session_id % 1_000_000),
+            _ => write!(out, "type=.mp3"),
+        };
+    }
+    out.push_str(if s.h2 { " HTTP/2.0" } else { " HTTP/1.1" });
+}
+
+/// A non-audio request answered 200: the station's web player, its API and Icecast's player
+/// files, `HEAD` and `OPTIONS` on a mount.
+fn web_line(scenario: &Scenario, layout: &StationLayout, n: &Noise, kind: WebKind, out: &mut Vec<u8>) {
+    use std::fmt::Write as _;
+    let mut rng = SplitMix::new(n.seed);
+    let (net, len) = NOISE_BLOCK;
+    let base = u32::from(net.parse::<Ipv4Addr>().expect("NOISE_BLOCK is an address"));
+    let ip = Ipv4Addr::from(base | (rng.r#gen::<u32>() & ((1 << (32 - len)) - 1) | 1)).to_string();
+    let backend = format!("be_{}", layout.tenant);
+    let ua = USER_AGENTS[rng.gen_range(0..USER_AGENTS.len())].logged();
+    let referer = if rng.gen_bool(0.5) {
+        crate::data::REFERERS[0].0
+    } else {
+        ""
+    };
+    let h2 = rng.gen_bool(0.2);
+    let mount = &layout.noise_mounts[rng.gen_range(0..layout.noise_mounts.len())];
+    let mut request = String::with_capacity(96);
+    request.push_str(match kind {
+        WebKind::Head => "HEAD ",
+        WebKind::Options => "OPTIONS ",
+        _ => "GET ",
+    });
+    if h2 {
+        request.push_str(H2_AUTHORITY);
+    }
+    let bytes = match kind {
+        WebKind::NowPlaying => {
+            let _ = write!(request, "/api/nowplaying/{}", layout.tenant);
+            rng.gen_range(1_200..4_000)
+        }
+        WebKind::StatusJson => {
+            request.push_str("/status-json.xsl");
+            rng.gen_range(800..3_000)
+        }
+        WebKind::Art => {
+            let _ = write!(request, "/art/{}.jpg", rng.gen_range(1..5_000));
+            rng.gen_range(20_000..90_000)
+        }
+        WebKind::PlayerJs => {
+            request.push_str("/player.js");
+            48_211
+        }
+        WebKind::Crossdomain => {
+            request.push_str("/crossdomain.xml");
+            412
+        }
+        WebKind::Favicon => {
+            request.push_str("/favicon.ico");
+            5_430
+        }
+        WebKind::Robots => {
+            request.push_str("/robots.txt");
+            268
+        }
+        WebKind::PlayerFile => {
+            // Icecast's `<mount>.m3u`; not for Shoutcast's `/;stream.mp3`.
+            let m = if mount.starts_with("/;") { "/live.mp3" } else { mount };
+            request.push_str(m);
+            request.push_str([".m3u", ".pls", ".xspf"][rng.gen_range(0..3)]);
+            rng.gen_range(120..400)
+        }
+        WebKind::Head | WebKind::Options => {
+            request.push_str(mount);
+            rng.gen_range(180..420)
+        }
+    };
+    request.push_str(if h2 { " HTTP/2.0" } else { " HTTP/1.1" });
+    let ta = rng.gen_range(1..80);
+    let fc = rng.gen_range(40..3_000u32);
+    HttpLine {
+        client_ip: &ip,
+        client_port: rng.gen_range(1024..=65535u16),
+        accept_ms: n.write_ms - ta,
+        frontend: if h2 { "fe_https~" } else { "fe_http" },
+        backend: &backend,
+        server: "s1",
+        timers: [0, 0, 0, ta / 2, ta],
+        status: 200,
+        bytes,
+        termination: "----",
+        conns: [fc, fc, 1, 1, 0],
+        queues: [0, 0],
+        captures: Some((ua, referer)),
+        request: &request,
+    }
+    .push(out, scenario.utc_offset_minutes);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -419,6 +526,7 @@ fn noise_line(scenario: &Scenario, n: &Noise, out: &mut Vec<u8>) {
             }
             return;
         }
+        NoiseKind::Web(_) => unreachable!("written by web_line"),
     }
     line.request = &request;
     line.push(out, offset);

@@ -12,14 +12,18 @@
 
 #![forbid(unsafe_code)]
 
+pub mod attack;
 pub mod data;
 mod emit;
 mod format;
 mod hls;
+mod layout;
 mod plan;
 mod rng;
 pub mod truth;
 
+#[cfg(test)]
+mod mixed_tests;
 #[cfg(test)]
 mod roundtrip_tests;
 
@@ -30,6 +34,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 pub use format::{DAY_MS, HOUR_MS, MINUTE_MS};
+pub use layout::{Family, MIXED_FAMILIES};
 
 /// How the lines are wrapped in the files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -40,6 +45,22 @@ pub enum Envelope {
     /// Debian 12 rsyslog's default file format:
     /// `2026-11-28T04:27:38.839063+00:00 host-1 haproxy[20777]: ` + line.
     Rsyslog,
+}
+
+/// Which URL layouts the stations use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layouts {
+    /// Every station as before: mounts `/<t>/live.mp3` and `/<t>/aac`, HLS
+    /// `/hls/<t>/live.m3u8` + `seg_<n>.aac|ts`, no 2xx noise.
+    #[default]
+    Classic,
+    /// Each station one of [`MIXED_FAMILIES`] (dealt from the seed, every family present with
+    /// six stations or more): Icecast/Shoutcast mounts, AzuraCast, Wowza, nginx-rtmp, CMAF and
+    /// CDN HLS with renditions and ABR switches, HTTP/2 absolute URIs, cache-busting and signed
+    /// queries, and non-audio 200s (now-playing JSON, artwork, player files, `HEAD`, …) counted
+    /// in [`Generated::not_sessions`].
+    Mixed,
 }
 
 /// Shares of the traffic; the defaults are a plausible platform.
@@ -91,6 +112,8 @@ pub struct Scenario {
     pub rotate_minutes: u32,
     /// Write exactly this many lines in total (sessions are calibrated, then noise pads).
     pub target_lines: Option<u64>,
+    /// The stations' URL layouts.
+    pub layouts: Layouts,
 }
 
 impl Default for Scenario {
@@ -110,6 +133,7 @@ impl Default for Scenario {
             gzip: false,
             rotate_minutes: 60,
             target_lines: None,
+            layouts: Layouts::Classic,
         }
     }
 }
@@ -125,6 +149,17 @@ impl Scenario {
             rotate_minutes: 0,
             target_lines: Some(lines),
             start_ms: 1_795_899_600_000,
+            ..Scenario::default()
+        }
+    }
+
+    /// The default scenario with [`Layouts::Mixed`]: the same hosts, hours and listeners over
+    /// `stations` stations.
+    pub fn mixed(seed: u64, stations: u32) -> Self {
+        Scenario {
+            seed,
+            stations,
+            layouts: Layouts::Mixed,
             ..Scenario::default()
         }
     }
@@ -146,8 +181,14 @@ impl Scenario {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct TruthSession {
     pub tenant: String,
-    /// Mount path (`/radio001/live.mp3`) or HLS directory (`/hls/radio001`).
+    /// Mount path (`/radio001/live.mp3`, `/;stream.mp3`, no query) or HLS stream: its
+    /// directory (`/hls/radio001`, `/radio/radio003`, `/cmaf/radio004`, `/live/radio005`) or, in
+    /// nginx-rtmp's shared directory, `/hls/<name>`.
     pub stream: String,
+    /// Rendition of the last media segment fetched (init segments aside), named as
+    /// docs/traffic.md section 3 says (`aac_lofi`, `media_b64000`, `audio_64`, `index_1`);
+    /// `none` without one, for single-rendition streams and progressive sessions.
+    pub rendition: String,
     /// `"icecast"` or `"hls"`.
     pub protocol: &'static str,
     /// (IP key, User-Agent as logged: unescaped, cut to 128 bytes by the capture). The IP key is
@@ -213,6 +254,12 @@ pub struct Generated {
     pub lines: u64,
     pub malformed_lines: u64,
     pub noise: NoiseCounts,
+    /// 2xx requests that are not sessions (mixed layouts), by tenant and docs/traffic.md's
+    /// kind (`document`, `image`, `script`, `player_file`, `status_page`, `method`). Not in
+    /// [`NoiseCounts`]; their 200s are in `requests_by_status`.
+    pub not_sessions: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Each tenant's URL family.
+    pub families: BTreeMap<String, Family>,
     /// Status of every well-formed HTTP request line (sessions' 200/206 and noise), `<BADREQ>` included.
     pub requests_by_status: BTreeMap<i32, u64>,
     pub window_start_ms: i64,

@@ -260,6 +260,7 @@ mod tests {
         TruthSession {
             tenant: "radio001".into(),
             stream: stream.into(),
+            rendition: "none".into(),
             protocol: "icecast",
             listener: (listener.into(), "VLC/3.0.20 LibVLC/3.0.20".into()),
             start_ms: start,
