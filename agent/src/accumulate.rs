@@ -26,6 +26,24 @@ const AQH_HORIZON_MS: i64 = 26 * HOUR_MS;
 /// arrives later may then go uncounted for AQH; nothing else is affected).
 const MAX_AQH_ENTRIES: usize = 600_000;
 
+/// The name streams and values beyond the bounds are folded into.
+pub const OTHER: &str = "(other)";
+/// At most this many values of one dimension are interned; further ones are `(other)` until
+/// [`Accumulator::take`] finds room again (it forgets the values no open session holds).
+const MAX_INTERNED_VALUES: usize = 100_000;
+/// Streams interned per tenant at most, as a multiple of `max_streams`: the candidates
+/// of which the heaviest `max_streams` are kept per hour.
+const STREAM_CANDIDATES: usize = 4;
+
+/// A dimension's value when nothing is known: value 0.
+pub fn default_value(d: Dimension) -> &'static str {
+    match d {
+        Dimension::Source => "direct",
+        Dimension::Rendition => "none",
+        _ => "unknown",
+    }
+}
+
 /// One finished session, with interned names (see [`Accumulator::stream_id`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Session {
@@ -44,6 +62,8 @@ struct StreamInfo {
     tenant_ix: u32,
     stream: Arc<str>,
     protocol: Protocol,
+    /// Whether this is a tenant's `(other)` stream.
+    other: bool,
 }
 
 #[derive(Default)]
@@ -53,16 +73,107 @@ struct HourAcc {
     dim_uniques: HashMap<(u8, ValueId), UniqueSketch>,
 }
 
+impl HourAcc {
+    fn new() -> HourAcc {
+        HourAcc {
+            minutes: vec![0; 60],
+            ..Default::default()
+        }
+    }
+
+    /// Session starts of every kind (qualifying, short, bot): a stream's weight.
+    fn starts(&self) -> u64 {
+        self.quarters
+            .iter()
+            .map(|q| q.q.sessions + q.q.short_sessions + q.q.bot_sessions)
+            .sum()
+    }
+
+    fn listening_ms(&self) -> u64 {
+        self.quarters.iter().map(|q| q.q.listening_ms).sum()
+    }
+
+    fn merge(&mut self, other: HourAcc) {
+        for (a, b) in self.minutes.iter_mut().zip(&other.minutes) {
+            *a += b;
+        }
+        for (a, b) in self.quarters.iter_mut().zip(other.quarters) {
+            a.q.merge(&b.q);
+            for (k, c) in b.dims {
+                a.dims.entry(k).or_default().merge(&c);
+            }
+        }
+        for (k, sk) in other.dim_uniques {
+            self.dim_uniques.entry(k).or_default().merge(&sk);
+        }
+    }
+
+    /// Moves the counts and sketches of dimension `d`'s values in `fold` to `other`.
+    fn fold_values(
+        &mut self,
+        d: u8,
+        fold: &std::collections::HashSet<ValueId, foldhash::fast::RandomState>,
+        other: ValueId,
+    ) {
+        for q in &mut self.quarters {
+            let moved: Vec<(u8, ValueId)> = q
+                .dims
+                .keys()
+                .filter(|(qd, v)| *qd == d && fold.contains(v))
+                .copied()
+                .collect();
+            for k in moved {
+                if let Some(c) = q.dims.remove(&k) {
+                    q.dims.entry((d, other)).or_default().merge(&c);
+                }
+            }
+        }
+        let moved: Vec<(u8, ValueId)> = self
+            .dim_uniques
+            .keys()
+            .filter(|(qd, v)| *qd == d && fold.contains(v))
+            .copied()
+            .collect();
+        for k in moved {
+            if let Some(sk) = self.dim_uniques.remove(&k) {
+                self.dim_uniques.entry((d, other)).or_default().merge(&sk);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct QuarterAcc {
     q: earshot_common::QuarterRollup,
     dims: HashMap<(u8, ValueId), DimCounts>,
 }
 
+/// What was kept of one (tenant, hour) so far: the bounds hold over every batch of the
+/// hour, not each alone.
+#[derive(Default)]
+struct Admitted {
+    streams: std::collections::HashSet<StreamId, foldhash::fast::RandomState>,
+    values: [std::collections::HashSet<ValueId, foldhash::fast::RandomState>; Dimension::COUNT],
+    /// Whether a fold of streams, or of each dimension, was logged for this hour.
+    warned: [bool; Dimension::COUNT + 1],
+}
+
 pub struct Accumulator {
     min_session_ms: i64,
+    max_streams: usize,
+    max_values: usize,
+    /// Streams interned per tenant (by tenant index), `(other)` aside.
+    tenant_streams: HashMap<u32, usize>,
+    /// Each tenant's `(other)` stream.
+    other_streams: HashMap<u32, StreamId>,
+    admitted: HashMap<(u32, i64), Admitted>,
+    /// Each dimension's `(other)` value id.
+    other_values: [ValueId; Dimension::COUNT],
+    /// Distinct names folded since the last take, by (tenant, what).
+    folded: HashMap<(Arc<str>, &'static str), u64>,
     streams: Vec<StreamInfo>,
-    stream_index: HashMap<(Arc<str>, Arc<str>), StreamId>,
+    /// tenant → stream → id.
+    stream_index: HashMap<Arc<str>, HashMap<Arc<str>, StreamId>>,
     values: [Vec<Arc<str>>; Dimension::COUNT],
     value_index: [HashMap<Arc<str>, ValueId>; Dimension::COUNT],
     hours: HashMap<(StreamId, i64), HourAcc>,
@@ -75,8 +186,15 @@ pub struct Accumulator {
 
 impl Accumulator {
     pub fn new(min_session_secs: u64) -> Accumulator {
-        Accumulator {
+        let mut acc = Accumulator {
             min_session_ms: min_session_secs as i64 * 1000,
+            max_streams: 200,
+            max_values: 500,
+            tenant_streams: HashMap::default(),
+            other_streams: HashMap::default(),
+            admitted: HashMap::default(),
+            other_values: [ValueId::MAX; Dimension::COUNT],
+            folded: HashMap::default(),
             streams: Vec::new(),
             stream_index: HashMap::default(),
             values: Default::default(),
@@ -86,25 +204,96 @@ impl Accumulator {
             aqh_tenant: HashMap::default(),
             tenant_index: HashMap::default(),
             aqh_pruned_at: i64::MIN,
+        };
+        // Value 0 of every dimension is "unknown" (or the equivalent), so ids are stable.
+        for d in Dimension::ALL {
+            acc.value_id(d, default_value(d));
+        }
+        acc.intern_others();
+        acc
+    }
+
+    fn intern_others(&mut self) {
+        for d in Dimension::ALL {
+            self.other_values[d as usize] = self.value_id(d, OTHER);
         }
     }
 
+    /// The bounds per (tenant, UTC hour): at most `max_streams` streams and `max_values`
+    /// values per dimension are kept, the heaviest; the rest are folded into `(other)`.
+    pub fn with_limits(mut self, max_streams: usize, max_values: usize) -> Accumulator {
+        self.max_streams = max_streams.max(1);
+        self.max_values = max_values.max(1);
+        self
+    }
+
+    /// The id of a dimension's `(other)` value.
+    pub fn other_value(&self, dim: Dimension) -> ValueId {
+        self.value_index[dim as usize][OTHER]
+    }
+
+    /// Interns a stream; a tenant with more than `STREAM_CANDIDATES × max_streams` streams
+    /// gets its `(other)` stream for further ones.
     pub fn stream_id(&mut self, tenant: &str, stream: &str, protocol: Protocol) -> StreamId {
-        let key: (Arc<str>, Arc<str>) = (tenant.into(), stream.into());
-        if let Some(&id) = self.stream_index.get(&key) {
+        if let Some(&id) = self.stream_index.get(tenant).and_then(|t| t.get(stream)) {
             return id;
         }
+        let tenant_ix = self.tenant_ix(tenant);
+        let count = self.tenant_streams.get(&tenant_ix).copied().unwrap_or(0);
+        if stream != OTHER && count >= STREAM_CANDIDATES * self.max_streams {
+            return self.other_stream(tenant, tenant_ix, protocol);
+        }
+        if stream != OTHER {
+            self.tenant_streams.insert(tenant_ix, count + 1);
+        }
+        self.push_stream(tenant, tenant_ix, stream, protocol)
+    }
+
+    fn push_stream(
+        &mut self,
+        tenant: &str,
+        tenant_ix: u32,
+        stream: &str,
+        protocol: Protocol,
+    ) -> StreamId {
+        let key: (Arc<str>, Arc<str>) = (tenant.into(), stream.into());
         let id = self.streams.len() as StreamId;
-        let next = self.tenant_index.len() as u32;
-        let tenant_ix = *self.tenant_index.entry(key.0.clone()).or_insert(next);
         self.streams.push(StreamInfo {
             tenant: key.0.clone(),
             tenant_ix,
             stream: key.1.clone(),
             protocol,
+            other: stream == OTHER,
         });
-        self.stream_index.insert(key, id);
+        if stream == OTHER {
+            self.other_streams.insert(tenant_ix, id);
+        }
+        self.stream_index
+            .entry(key.0)
+            .or_default()
+            .insert(key.1, id);
         id
+    }
+
+    fn other_stream(&mut self, tenant: &str, tenant_ix: u32, protocol: Protocol) -> StreamId {
+        match self.other_streams.get(&tenant_ix) {
+            Some(&id) => id,
+            None => self.push_stream(tenant, tenant_ix, OTHER, protocol),
+        }
+    }
+
+    fn tenant_ix(&mut self, tenant: &str) -> u32 {
+        if let Some(&ix) = self.tenant_index.get(tenant) {
+            return ix;
+        }
+        let next = self.tenant_index.len() as u32;
+        self.tenant_index.insert(tenant.into(), next);
+        next
+    }
+
+    /// Whether a stream is a tenant's `(other)`, where the streams past the bounds go.
+    pub fn is_folded(&self, id: StreamId) -> bool {
+        self.streams[id as usize].other
     }
 
     pub fn stream_tenant(&self, id: StreamId) -> &str {
@@ -115,17 +304,73 @@ impl Accumulator {
         &self.streams[id as usize].stream
     }
 
-    /// Interns a dimension value.
+    /// Interns a dimension value; past `MAX_INTERNED_VALUES` of one dimension, `(other)`.
     pub fn value_id(&mut self, dim: Dimension, value: &str) -> ValueId {
         let d = dim as usize;
         if let Some(&id) = self.value_index[d].get(value) {
             return id;
+        }
+        if self.values[d].len() >= MAX_INTERNED_VALUES {
+            return self.value_index[d][OTHER];
         }
         let id = self.values[d].len() as ValueId;
         let v: Arc<str> = value.into();
         self.values[d].push(v.clone());
         self.value_index[d].insert(v, id);
         id
+    }
+
+    /// Whether a dimension's interned values are near their bound, so that
+    /// [`Accumulator::forget_values`] should run at the next take.
+    pub fn values_crowded(&self) -> bool {
+        self.values.iter().any(|v| v.len() > MAX_INTERNED_VALUES / 2)
+    }
+
+    /// Forgets every interned value but the ones `keep` names (and value 0 and `(other)` of
+    /// each dimension), and returns how the kept ones' ids change: `remap[d][old] = new`.
+    /// Only between takes (no hour holds value ids then).
+    pub fn forget_values(
+        &mut self,
+        keep: impl Iterator<Item = (Dimension, ValueId)>,
+    ) -> [HashMap<ValueId, ValueId>; Dimension::COUNT] {
+        debug_assert!(self.hours.is_empty());
+        let mut wanted: [Vec<ValueId>; Dimension::COUNT] = Default::default();
+        for (d, v) in keep {
+            wanted[d as usize].push(v);
+        }
+        // What the hours still open have kept stays kept.
+        for a in self.admitted.values() {
+            for (d, set) in a.values.iter().enumerate() {
+                wanted[d].extend(set.iter().copied());
+            }
+        }
+        let old_values = std::mem::take(&mut self.values);
+        self.value_index = Default::default();
+        let mut remap: [HashMap<ValueId, ValueId>; Dimension::COUNT] = Default::default();
+        // Value 0 of each dimension first (its "unknown"), then `(other)`, as at the start.
+        for d in Dimension::ALL {
+            self.value_id(d, &old_values[d as usize][0]);
+        }
+        self.intern_others();
+        for d in Dimension::ALL {
+            let old = &old_values[d as usize];
+            let other = old.iter().position(|v| &**v == OTHER).unwrap_or(0) as ValueId;
+            let mut ids = vec![0, other];
+            ids.extend(&wanted[d as usize]);
+            for id in ids {
+                if remap[d as usize].contains_key(&id) {
+                    continue;
+                }
+                let new = self.value_id(d, &old[id as usize]);
+                remap[d as usize].insert(id, new);
+            }
+        }
+        for a in self.admitted.values_mut() {
+            for (d, set) in a.values.iter_mut().enumerate() {
+                *set = set.iter().filter_map(|v| remap[d].get(v).copied()).collect();
+            }
+        }
+        remap
     }
 
     pub fn value(&self, dim: Dimension, id: ValueId) -> &str {
@@ -135,6 +380,10 @@ impl Accumulator {
     /// Adds one finished session.
     pub fn add(&mut self, s: &Session) {
         let length = s.end_ms - s.start_ms;
+        if self.streams[s.stream as usize].other {
+            let tenant = self.streams[s.stream as usize].tenant.clone();
+            *self.folded.entry((tenant, "stream")).or_default() += 1;
+        }
         let start_hour = hour_start(s.start_ms);
         let start_q = quarter_index(s.start_ms);
         if s.bot {
@@ -149,13 +398,25 @@ impl Accumulator {
                 .short_sessions += 1;
             return;
         }
+        let folded_values;
         {
-            let h = self.hour(s.stream, start_hour);
+            let other_values = self.other_values;
+            let h = self.hours.entry((s.stream, start_hour)).or_insert_with(HourAcc::new);
             let q = &mut h.quarters[start_q];
             q.q.sessions += 1;
             q.q.lengths[length_bucket(length)] += 1;
+            folded_values = s.dims.iter().zip(&other_values).any(|(v, o)| v == o);
             for (d, &v) in s.dims.iter().enumerate() {
                 q.dims.entry((d as u8, v)).or_default().sessions += 1;
+            }
+        }
+        if folded_values {
+            let tenant = self.streams[s.stream as usize].tenant.clone();
+            for (d, (v, o)) in s.dims.iter().zip(&self.other_values).enumerate() {
+                if v == o {
+                    let what = Dimension::ALL[d].as_str();
+                    *self.folded.entry((tenant.clone(), what)).or_default() += 1;
+                }
             }
         }
         let last = s.end_ms - 1;
@@ -234,6 +495,8 @@ impl Accumulator {
             return;
         }
         self.aqh_pruned_at = now_ms;
+        let horizon = now_ms - AQH_HORIZON_MS - 4 * HOUR_MS;
+        self.admitted.retain(|&(_, hour), _| hour >= horizon);
         let cutoff = now_ms - AQH_HORIZON_MS;
         self.aqh.retain(|&(_, q, _), _| q >= cutoff);
         self.aqh_tenant.retain(|&(_, q, _), _| q >= cutoff);
@@ -242,46 +505,175 @@ impl Accumulator {
     fn hour(&mut self, stream: StreamId, hour_ms: i64) -> &mut HourAcc {
         self.hours
             .entry((stream, hour_ms))
-            .or_insert_with(|| HourAcc {
-                minutes: vec![0; 60],
-                ..Default::default()
-            })
+            .or_insert_with(HourAcc::new)
     }
 
     pub fn is_empty(&self) -> bool {
         self.hours.is_empty()
     }
 
-    /// Hands out everything accumulated since the last call, in the wire form.
+    /// Hands out everything accumulated since the last call, in the wire form, with the
+    /// bounds applied per (tenant, hour): streams and values past them, lightest first, are
+    /// folded into `(other)` (see [`Accumulator::with_limits`]).
     pub fn take(&mut self) -> Vec<(HourKey, HourRollup)> {
-        let mut out: Vec<(HourKey, HourRollup)> = Vec::with_capacity(self.hours.len());
+        let mut groups: HashMap<(u32, i64), Vec<(StreamId, HourAcc)>> = HashMap::default();
         for ((sid, hour_ms), acc) in self.hours.drain() {
-            let info = &self.streams[sid as usize];
-            let mut r = HourRollup::new(info.protocol);
-            r.minutes = acc.minutes;
-            for (i, qa) in acc.quarters.into_iter().enumerate() {
-                let mut q = qa.q;
-                for ((d, v), c) in qa.dims {
-                    let dim = Dimension::ALL[d as usize];
-                    q.dims
-                        .insert((dim, self.values[d as usize][v as usize].to_string()), c);
-                }
-                r.quarters[i] = q;
+            let tix = self.streams[sid as usize].tenant_ix;
+            groups.entry((tix, hour_ms)).or_default().push((sid, acc));
+        }
+        let mut out: Vec<(HourKey, HourRollup)> = Vec::with_capacity(self.hours.len());
+        for ((tix, hour_ms), mut list) in groups {
+            self.fold_streams(tix, hour_ms, &mut list);
+            self.fold_values(tix, hour_ms, &mut list);
+            for (sid, acc) in list {
+                out.push(self.rollup(sid, hour_ms, acc));
             }
-            for ((d, v), sk) in acc.dim_uniques {
-                let dim = Dimension::ALL[d as usize];
-                r.dim_uniques
-                    .insert((dim, self.values[d as usize][v as usize].to_string()), sk);
-            }
-            let key = HourKey {
-                tenant: info.tenant.to_string(),
-                stream: info.stream.to_string(),
-                hour_ms,
-            };
-            out.push((key, r));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// Distinct folds since the last call, by (tenant, what): sessions whose stream
+    /// (`"stream"`) or dimension value (the dimension's name) went to `(other)`.
+    pub fn take_folded(&mut self) -> Vec<((String, String), u64)> {
+        self.folded
+            .drain()
+            .map(|((t, what), n)| ((t.to_string(), what.to_string()), n))
+            .collect()
+    }
+
+    fn fold_streams(&mut self, tix: u32, hour_ms: i64, list: &mut Vec<(StreamId, HourAcc)>) {
+        let admitted = self.admitted.entry((tix, hour_ms)).or_default();
+        let mut new: Vec<(u64, u64, StreamId)> = list
+            .iter()
+            .filter(|(sid, _)| {
+                &*self.streams[*sid as usize].stream != OTHER && !admitted.streams.contains(sid)
+            })
+            .map(|(sid, acc)| (acc.starts(), acc.listening_ms(), *sid))
+            .collect();
+        if admitted.streams.len() + new.len() <= self.max_streams {
+            admitted.streams.extend(new.iter().map(|n| n.2));
+            return;
+        }
+        new.sort_by(|a, b| b.cmp(a));
+        let room = self.max_streams.saturating_sub(admitted.streams.len());
+        admitted.streams.extend(new[..room].iter().map(|n| n.2));
+        let fold: std::collections::HashSet<StreamId, foldhash::fast::RandomState> =
+            new[room..].iter().map(|n| n.2).collect();
+        let first_warning = !std::mem::replace(&mut admitted.warned[Dimension::COUNT], true);
+        let mut folded_acc = HourAcc::new();
+        let mut folded_sessions = 0;
+        let mut protocol = Protocol::Icecast;
+        let mut kept = Vec::with_capacity(list.len());
+        for (sid, acc) in list.drain(..) {
+            if fold.contains(&sid) {
+                folded_sessions += acc.starts();
+                protocol = self.streams[sid as usize].protocol;
+                folded_acc.merge(acc);
+            } else {
+                kept.push((sid, acc));
+            }
+        }
+        let tenant = self.streams[new[room].2 as usize].tenant.clone();
+        if first_warning {
+            tracing::warn!(
+                tenant = %tenant,
+                hour = %crate::report::rfc3339(hour_ms),
+                streams = self.max_streams,
+                "more streams than [limits] max_streams in one hour: the lightest are folded into (other)"
+            );
+        }
+        *self.folded.entry((tenant.clone(), "stream")).or_default() += folded_sessions;
+        let other = self.other_stream(&tenant, tix, protocol);
+        match kept.iter_mut().find(|(sid, _)| *sid == other) {
+            Some((_, acc)) => acc.merge(folded_acc),
+            None => kept.push((other, folded_acc)),
+        }
+        *list = kept;
+    }
+
+    fn fold_values(&mut self, tix: u32, hour_ms: i64, list: &mut [(StreamId, HourAcc)]) {
+        let max_values = self.max_values;
+        for dim in Dimension::ALL {
+            let d = dim as u8;
+            let other = self.value_index[dim as usize][OTHER];
+            // Weights of this take's values over the tenant's streams.
+            let mut weight: HashMap<ValueId, (u64, u64)> = HashMap::default();
+            for (_, acc) in list.iter() {
+                for q in &acc.quarters {
+                    for (&(qd, v), c) in &q.dims {
+                        if qd == d && v != other {
+                            let w = weight.entry(v).or_default();
+                            w.0 += c.sessions;
+                            w.1 += c.listening_ms;
+                        }
+                    }
+                }
+                for &(qd, v) in acc.dim_uniques.keys() {
+                    if qd == d && v != other {
+                        weight.entry(v).or_default();
+                    }
+                }
+            }
+            let admitted = self.admitted.entry((tix, hour_ms)).or_default();
+            let set = &mut admitted.values[dim as usize];
+            let mut new: Vec<(u64, u64, ValueId)> = weight
+                .iter()
+                .filter(|(v, _)| !set.contains(v))
+                .map(|(&v, &(n, ms))| (n, ms, v))
+                .collect();
+            if set.len() + new.len() <= max_values {
+                set.extend(new.iter().map(|n| n.2));
+                continue;
+            }
+            new.sort_by(|a, b| b.cmp(a));
+            let room = max_values.saturating_sub(set.len());
+            set.extend(new[..room].iter().map(|n| n.2));
+            let fold: std::collections::HashSet<ValueId, foldhash::fast::RandomState> =
+                new[room..].iter().map(|n| n.2).collect();
+            let folded_sessions: u64 = new[room..].iter().map(|n| n.0).sum();
+            let first_warning = !std::mem::replace(&mut admitted.warned[dim as usize], true);
+            for (_, acc) in list.iter_mut() {
+                acc.fold_values(d, &fold, other);
+            }
+            let tenant = self.streams[list[0].0 as usize].tenant.clone();
+            if first_warning {
+                tracing::warn!(
+                    tenant = %tenant,
+                    hour = %crate::report::rfc3339(hour_ms),
+                    dimension = dim.as_str(),
+                    values = max_values,
+                    "more values than [limits] max_values in one hour: the lightest are folded into (other)"
+                );
+            }
+            *self.folded.entry((tenant, dim.as_str())).or_default() += folded_sessions;
+        }
+    }
+
+    fn rollup(&self, sid: StreamId, hour_ms: i64, acc: HourAcc) -> (HourKey, HourRollup) {
+        let info = &self.streams[sid as usize];
+        let mut r = HourRollup::new(info.protocol);
+        r.minutes = acc.minutes;
+        for (i, qa) in acc.quarters.into_iter().enumerate() {
+            let mut q = qa.q;
+            for ((d, v), c) in qa.dims {
+                let dim = Dimension::ALL[d as usize];
+                q.dims
+                    .insert((dim, self.values[d as usize][v as usize].to_string()), c);
+            }
+            r.quarters[i] = q;
+        }
+        for ((d, v), sk) in acc.dim_uniques {
+            let dim = Dimension::ALL[d as usize];
+            r.dim_uniques
+                .insert((dim, self.values[d as usize][v as usize].to_string()), sk);
+        }
+        let key = HourKey {
+            tenant: info.tenant.to_string(),
+            stream: info.stream.to_string(),
+            hour_ms,
+        };
+        (key, r)
     }
 
     /// The per-listener AQH time, for the agent's saved state.

@@ -37,6 +37,11 @@ enum Command {
         /// With --dry-run: also print one row per (tenant, stream, hour).
         #[arg(long)]
         detail: bool,
+        /// With --dry-run: print, instead of JSON, what the agent made of the log: per
+        /// tenant the streams found (protocol, requests, sessions and why), the commonest
+        /// paths that are not sessions by kind, and warnings to act on.
+        #[arg(long, requires = "dry_run")]
+        explain: bool,
         /// Without --dry-run: give up waiting for the collector's acknowledgements after this
         /// many seconds (what is not acknowledged stays spooled).
         #[arg(long, default_value_t = 300)]
@@ -98,6 +103,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
             dry_run: true,
             detail,
+            explain,
             files,
             ..
         } => {
@@ -107,16 +113,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let secret = dry_run_secret(&c, config.is_some());
             let mut ingestor = Ingestor::new(&c, secret)?;
+            if explain {
+                ingestor.explain();
+            }
             for file in &files {
                 feed_file(&mut ingestor, file, 0, c.inputs.max_line_bytes)?;
             }
             ingestor.close_all();
             let (rollups, counters) = ingestor.take();
-            let report = DryRunReport::new(&rollups, &counters, detail);
             let mut out = std::io::stdout().lock();
-            let written = serde_json::to_writer_pretty(&mut out, &report)
-                .map_err(std::io::Error::from)
-                .and_then(|()| writeln!(out));
+            let written = if explain {
+                let text = ingestor.explanation(&rollups, &counters);
+                out.write_all(text.as_bytes())
+            } else {
+                let report = DryRunReport::new(&rollups, &counters, detail);
+                serde_json::to_writer_pretty(&mut out, &report)
+                    .map_err(std::io::Error::from)
+                    .and_then(|()| writeln!(out))
+            };
             match written {
                 // A reader that stopped reading (`| head`) is not an error.
                 Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),

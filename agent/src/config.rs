@@ -34,6 +34,37 @@ pub struct AgentConfig {
     /// `[spool]`: how much the agent keeps while the collector cannot take batches.
     #[serde(default)]
     pub spool: SpoolConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// The `[limits]` table: the cardinality bounds per (tenant, UTC hour). The heaviest
+/// streams and values are kept exactly, the rest folded into `(other)`; totals stay exact.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most streams kept per (tenant, hour).
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+    /// Most values kept per (tenant, hour, dimension).
+    #[serde(default = "default_max_values")]
+    pub max_values: usize,
+}
+
+fn default_max_streams() -> usize {
+    200
+}
+fn default_max_values() -> usize {
+    500
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_streams: default_max_streams(),
+            max_values: default_max_values(),
+        }
+    }
 }
 
 /// The `[spool]` table: the bound on what waits for the collector.
@@ -120,14 +151,19 @@ pub struct SessionConfig {
     /// them is under this.
     #[serde(default = "default_hls_gap")]
     pub hls_session_gap_secs: u64,
-    /// Request paths (globs, `*` = anything) that are HLS playlists or segments. Everything
-    /// else with a 2xx status is a progressive stream (one line = one session).
-    #[serde(default = "default_hls_patterns")]
+    /// Request paths (globs, `*` = anything) that are HLS playlists or segments, whatever
+    /// the built-in rules (docs/traffic.md) would make of them. None by default.
+    #[serde(default)]
     pub hls_path_patterns: Vec<String>,
-    /// Request paths (globs) that are never sessions (web pages, icons, status pages). They
-    /// are counted by status, like non-2xx lines.
-    #[serde(default = "default_ignore_patterns")]
+    /// Request paths (globs) that are never sessions: counted under `not_sessions` as
+    /// `ignored` (by status when not 2xx). None by default: the built-in rules already
+    /// leave out pages, images, scripts, player files and status pages.
+    #[serde(default)]
     pub ignore_path_patterns: Vec<String>,
+    /// Request paths (globs) that are progressive mounts (one line = one session), whatever
+    /// the built-in rules would make of them. None by default.
+    #[serde(default)]
+    pub mount_path_patterns: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -188,32 +224,6 @@ fn default_min_session() -> u64 {
 fn default_hls_gap() -> u64 {
     180
 }
-fn default_hls_patterns() -> Vec<String> {
-    [
-        "*.m3u8", "*.m3u", "*.ts", "*.m4s", "*.m4a", "*.mp4", "*.vtt", "/hls/*",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect()
-}
-fn default_ignore_patterns() -> Vec<String> {
-    [
-        "/favicon.ico",
-        "*.html",
-        "*.css",
-        "*.js",
-        "*.png",
-        "*.jpg",
-        "*.svg",
-        "/status-json.xsl",
-        "/status.xsl",
-        "/admin/*",
-        "/robots.txt",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect()
-}
 fn default_backend_prefix() -> String {
     "be_".into()
 }
@@ -234,8 +244,9 @@ impl Default for SessionConfig {
         SessionConfig {
             min_session_secs: default_min_session(),
             hls_session_gap_secs: default_hls_gap(),
-            hls_path_patterns: default_hls_patterns(),
-            ignore_path_patterns: default_ignore_patterns(),
+            hls_path_patterns: Vec::new(),
+            ignore_path_patterns: Vec::new(),
+            mount_path_patterns: Vec::new(),
         }
     }
 }
@@ -368,6 +379,18 @@ impl AgentConfig {
         }
         if self.spool.max_bytes < 64 * 1024 {
             return Err(invalid("spool.max_bytes", "must be at least 65536".into()));
+        }
+        if !(1..=100_000).contains(&self.limits.max_streams) {
+            return Err(invalid(
+                "limits.max_streams",
+                "must be between 1 and 100000".into(),
+            ));
+        }
+        if !(1..=100_000).contains(&self.limits.max_values) {
+            return Err(invalid(
+                "limits.max_values",
+                "must be between 1 and 100000".into(),
+            ));
         }
         Ok(())
     }

@@ -7,18 +7,22 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use earshot_common::time::{DAY_MS, civil_from_days};
 use earshot_common::wire::AgentCounters;
 use earshot_common::{Dimension, HourKey, HourRollup, ListenerId, ListenerKeyring, Protocol};
 use serde::{Deserialize, Serialize};
 
-use crate::accumulate::{Accumulator, AqhEntry, Session, StreamId, ValueId};
+use crate::accumulate::{Accumulator, AqhEntry, Session, StreamId, ValueId, default_value};
 use crate::clock::LogClock;
 use crate::config::{AgentConfig, valid_tenant};
 use crate::logline::{self, LineKind, LogRecord, Malformed};
 use crate::reader::Line;
-use crate::route::{Route, Router};
+use crate::explain::{Explain, Reason};
+use crate::kind::NotSession;
+use crate::layout::{self, Layout, SavedLayout};
+use crate::route::{Route, Router, StreamName, What};
 use crate::table::KeyTable;
 use crate::useragent::UaClassifier;
 
@@ -33,6 +37,23 @@ type ByStatus = HashMap<(u32, i32), u64>;
 /// listeners (25,000 entries at a time) fit.
 const MAX_CACHED_LISTENERS: usize = 98_304;
 const MAX_CACHED_USER_AGENTS: usize = 50_000;
+/// Segment names' renditions cached at most.
+const MAX_CACHED_RENDITIONS: usize = 65_536;
+/// Playlist and segment stems interned at most (past it, a stem is not told apart).
+const MAX_STEMS: usize = 65_536;
+/// (tenant, stream) keys remembered at most; past it, those folded into `(other)` go.
+const MAX_STREAM_KEYS: usize = 262_144;
+
+/// The group a request's stream is decided from: a prefix of its path, or a rule's name.
+enum Group<'p> {
+    Line(&'p [u8]),
+    Configured,
+}
+
+/// The last component of a directory.
+fn dir_name(dir: &[u8]) -> &[u8] {
+    layout::dir_and_name(dir).1
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -54,8 +75,36 @@ struct ListenerInfo {
     client: ValueId,
     device: ValueId,
     os: ValueId,
-    country: ValueId,
-    bot: bool,
+    /// The country's value id, and [`BOT`] when the User-Agent is a bot's (one word less
+    /// than a flag of its own: the entry fits a cache line with its key).
+    country_bot: ValueId,
+}
+
+const BOT: ValueId = 1 << 31;
+
+impl ListenerInfo {
+    fn new(
+        id: ListenerId,
+        [client, device, os, country]: [ValueId; 4],
+        bot: bool,
+    ) -> ListenerInfo {
+        debug_assert!(country < BOT, "value ids stay under 2^31");
+        ListenerInfo {
+            id,
+            client,
+            device,
+            os,
+            country_bot: country | if bot { BOT } else { 0 },
+        }
+    }
+
+    fn country(&self) -> ValueId {
+        self.country_bot & !BOT
+    }
+
+    fn bot(&self) -> bool {
+        self.country_bot & BOT != 0
+    }
 }
 
 /// 56 bytes: with its key, one cache line of the table.
@@ -107,14 +156,22 @@ struct UaInfoIds {
 }
 
 /// An open HLS session. Its client, device, OS, country and bot flag are its listener's
-/// (the cache entry's `info`): only what its first request added is here.
+/// (the cache entry's `info`): only what its requests added is here.
 #[derive(Clone, Copy)]
 struct OpenHls {
     start_ms: i64,
     end_ms: i64,
     referrer: ValueId,
     source: ValueId,
+    /// The rendition of the last media segment fetched (0: none yet).
+    rendition: ValueId,
+    /// The playlist (or, until one is fetched, segment) name that names the session's
+    /// stream in a directory of several streams; [`FROM_PLAYLIST`] marks a playlist's.
+    stem: u32,
 }
+
+/// In [`OpenHls::stem`] and [`HlsPart::stem`]: the stem is a playlist's name.
+const FROM_PLAYLIST: u32 = 1 << 31;
 
 impl Default for OpenHls {
     /// No session: what a cache entry holds when it holds none.
@@ -124,6 +181,8 @@ impl Default for OpenHls {
             end_ms: CachedListener::CLOSED,
             referrer: 0,
             source: 0,
+            rendition: 0,
+            stem: 0,
         }
     }
 }
@@ -137,7 +196,19 @@ impl OpenHls {
         }
         self.end_ms = self.end_ms.max(s.end_ms);
         self.start_ms = self.start_ms.min(s.start_ms);
+        self.note(&s.hls);
         true
+    }
+
+    /// What a request of the session says of its rendition and its stream's name.
+    #[inline]
+    fn note(&mut self, part: &HlsPart) {
+        if let Some(r) = part.rendition {
+            self.rendition = r;
+        }
+        if self.stem & FROM_PLAYLIST == 0 && part.stem != 0 {
+            self.stem = part.stem;
+        }
     }
 
     fn dims(&self, l: &ListenerInfo) -> [ValueId; Dimension::COUNT] {
@@ -145,10 +216,10 @@ impl OpenHls {
             l.client,
             l.device,
             l.os,
-            l.country,
+            l.country(),
             self.referrer,
             self.source,
-            0,
+            self.rendition,
         ]
     }
 }
@@ -162,14 +233,13 @@ struct Parsed<'a> {
     session: Option<SessionLine<'a>>,
 }
 
-/// A session's line, ready for its stream and listener to be looked up.
+/// A session's line, ready for its listener to be looked up.
 struct SessionLine<'a> {
     /// The listener cache key.
     key: u64,
-    /// [`stream_key`] of the line's (tenant, stream).
-    stream_key: u64,
-    /// The line itself: parsed again for the names of its tenant and stream when they are new.
-    line: &'a [u8],
+    /// What the line's (tenant, stream) counts as: for HLS, the stream the listener chose
+    /// as far as the line tells (its group; see [`HlsPart`]).
+    slot: StreamSlot,
     client: &'a [u8],
     captured_request: Option<&'a [u8]>,
     query: Option<&'a [u8]>,
@@ -177,13 +247,25 @@ struct SessionLine<'a> {
     end_ms: i64,
     /// Months since 1970-01 of the line's start: the listener hash's epoch.
     month: i64,
-    status: i32,
     protocol: Protocol,
+    hls: HlsPart,
+}
+
+/// What an HLS request adds to its session.
+#[derive(Clone, Copy, Default)]
+struct HlsPart {
+    /// The rendition of a media segment (`None` for playlists and `init` segments).
+    rendition: Option<ValueId>,
+    /// The interned name that would name the stream in a directory of several streams
+    /// (0: none), with [`FROM_PLAYLIST`] for a playlist's.
+    stem: u32,
 }
 
 pub struct Ingestor {
     clock: LogClock,
-    router: Router,
+    /// Shared so that a line's route, which may borrow a rule's names, can be held while
+    /// the ingestor changes.
+    router: Arc<Router>,
     classifier: UaClassifier,
     geo: Option<maxminddb::Reader<Vec<u8>>>,
     secret: Vec<u8>,
@@ -206,6 +288,22 @@ pub struct Ingestor {
     user_agents: HashMap<Box<[u8]>, UaInfoIds>,
     /// [`stream_key`] of (tenant, stream) → what lines of it count as.
     streams: KeyTable<StreamSlot>,
+    /// What the log has shown of its HLS layout (playlist directories, names).
+    layout: Layout,
+    /// HLS group streams named by their directory → that directory's [`layout::key_of`],
+    /// for the several-streams rule at close.
+    group_dirs: HashMap<StreamId, u64>,
+    /// (group stream, stem) → the stream a session of a several-streams directory is.
+    several: HashMap<(StreamId, u32), StreamId>,
+    /// Interned stems (index 0: none).
+    stems: Vec<Box<[u8]>>,
+    stem_index: HashMap<Box<[u8]>, u32>,
+    /// [`layout::key_of`] of a segment name's owner stem → its rendition's value id.
+    renditions: KeyTable<Option<ValueId>>,
+    /// Successful requests that are not sessions, by (tenant, kind).
+    not_sessions: HashMap<(u32, NotSession), u64>,
+    /// What `--explain` shows, when asked for.
+    explain: Option<Box<Explain>>,
     /// Every open HLS session: (stream, listener) → the key of the `listeners` entry that
     /// holds it. Usually the entry a line finds; another one when the same listener comes
     /// with another address text or Referer, or after a restart.
@@ -248,21 +346,11 @@ impl Ingestor {
                 .iter()
                 .position(|h| h.eq_ignore_ascii_case(name))
         };
-        let mut acc = Accumulator::new(config.sessions.min_session_secs);
-        // Value 0 of every dimension is "unknown" (or the equivalent), so ids are stable.
-        for d in Dimension::ALL {
-            acc.value_id(
-                d,
-                match d {
-                    Dimension::Source => "direct",
-                    Dimension::Rendition => "none",
-                    _ => "unknown",
-                },
-            );
-        }
+        let acc = Accumulator::new(config.sessions.min_session_secs)
+            .with_limits(config.limits.max_streams, config.limits.max_values);
         Ok(Ingestor {
             clock,
-            router: Router::new(&config.routing, &config.sessions),
+            router: Arc::new(Router::new(&config.routing, &config.sessions)),
             classifier,
             geo,
             secret,
@@ -278,6 +366,14 @@ impl Ingestor {
             listener_limit: MAX_CACHED_LISTENERS,
             user_agents: HashMap::default(),
             streams: KeyTable::default(),
+            layout: Layout::default(),
+            group_dirs: HashMap::default(),
+            several: HashMap::default(),
+            stems: vec![Box::default()],
+            stem_index: HashMap::default(),
+            renditions: KeyTable::default(),
+            not_sessions: HashMap::default(),
+            explain: None,
             open_hls: HashMap::default(),
             expiry: BTreeSet::new(),
             log_now_ms: i64::MIN,
@@ -288,12 +384,44 @@ impl Ingestor {
         })
     }
 
+    /// Collects what [`Ingestor::explanation`] shows (the dry run's `--explain`).
+    pub fn explain(&mut self) {
+        self.explain = Some(Box::default());
+    }
+
+    /// What the agent made of the lines fed since [`Ingestor::explain`], as text; `rollups`
+    /// and `counters` are what [`Ingestor::take`] handed out.
+    pub fn explanation(
+        &self,
+        rollups: &[(HourKey, HourRollup)],
+        counters: &AgentCounters,
+    ) -> String {
+        let Some(e) = &self.explain else {
+            return String::new();
+        };
+        let stream = |sid: StreamId| {
+            (
+                self.acc.stream_tenant(sid).to_string(),
+                self.acc.stream_name(sid).to_string(),
+            )
+        };
+        let names = crate::explain::Names {
+            tenants: &self.tenant_names,
+            stream: &stream,
+            valid_tenant: &valid_tenant,
+            playlist_dirs: self.layout.playlist_dirs(),
+            layout_overflowed: self.layout.overflowed,
+        };
+        crate::explain::render(e, &names, rollups, counters)
+    }
+
     /// Feeds one log line (without its newline), nothing ahead: what [`Ingestor::feed_lines`]
     /// is tested against.
     #[cfg(test)]
     fn feed(&mut self, line: &[u8]) {
         self.lines += 1;
-        if let Some(parsed) = self.prepare(line) {
+        let router = Arc::clone(&self.router);
+        if let Some(parsed) = self.prepare(&router, line) {
             self.finish(&parsed);
         }
     }
@@ -302,13 +430,14 @@ impl Ingestor {
     /// line is parsed and the cache slots of its stream and listener fetched while the line
     /// before it joins its session. Returns how many lines there were.
     pub fn feed_lines<'a>(&mut self, lines: impl Iterator<Item = Line<'a>>) -> u64 {
+        let router = Arc::clone(&self.router);
         let mut n = 0;
         let mut waiting = None;
         for line in lines {
             n += 1;
             self.lines += 1;
             let next = match line {
-                Line::Text(text) => self.prepare(text),
+                Line::Text(text) => self.prepare(&router, text),
                 Line::TooLong { .. } => {
                     self.count_malformed("too_long");
                     None
@@ -332,7 +461,7 @@ impl Ingestor {
     /// Parses a line and finds what it counts for, touching no session: a line that is not
     /// a session's is counted here. The cache slots of its stream and listener are
     /// prefetched.
-    fn prepare<'a>(&mut self, line: &'a [u8]) -> Option<Parsed<'a>> {
+    fn prepare<'a>(&mut self, router: &'a Router, line: &'a [u8]) -> Option<Parsed<'a>> {
         let record = match logline::parse_line(line) {
             Err(reason) => {
                 self.count_malformed(reason.as_str());
@@ -342,9 +471,8 @@ impl Ingestor {
             Ok(Some(record)) => record,
         };
         let start_ms = self.clock.to_utc_ms(record.accept_naive_ms);
-        let session = self.session_line(line, &record, start_ms);
+        let session = self.session_line(router, &record, start_ms);
         if let Some(s) = &session {
-            self.streams.prefetch(s.stream_key);
             self.listeners.prefetch(s.key);
         }
         Some(Parsed {
@@ -367,131 +495,283 @@ impl Ingestor {
     }
 
     /// What a line's session needs, or `None` when the line is not a session's (counted
-    /// here, by status or as malformed). The stream is looked up later (its slot is
-    /// prefetched meanwhile), except for those lines, whose counting needs the tenant now.
+    /// here: by status, as not a session by kind, or as malformed). What the line shows of
+    /// the log's HLS layout is learned here, before the line's stream is decided.
     fn session_line<'a>(
         &mut self,
-        line: &'a [u8],
+        router: &'a Router,
         r: &LogRecord<'a>,
         start_ms: i64,
     ) -> Option<SessionLine<'a>> {
-        let (route, query) = match route_record(&self.router, self.host_field, r) {
-            Some(routed) => routed,
-            // "<BADREQ>" and friends: no request to attribute, counted by status.
-            None => {
-                let tenant = self.router.default_tenant(r.backend);
-                (Route::Ignored { tenant }, None)
-            }
+        let success = match r.kind {
+            LineKind::Http => (200..300).contains(&r.status),
+            LineKind::Tcp => r.bytes > 0,
         };
-        let (tenant, stream, protocol) = match route {
+        let Some((route, path, query)) = route_record(router, self.host_field, r) else {
+            // "<BADREQ>" and friends: no request to attribute, counted by status.
+            let tenant = router.default_tenant(r.backend);
+            self.by_status(tenant, r.status);
+            return None;
+        };
+        let (tenant, stream, what) = match route {
             Route::Ignored { tenant } => {
-                count_by_status(
-                    (&mut self.tenants, &mut self.tenant_names),
-                    (&mut self.by_status, &mut self.malformed),
-                    tenant,
-                    r.status,
-                );
+                self.by_status(tenant, r.status);
+                return None;
+            }
+            Route::NotSession { tenant, kind } => {
+                if success {
+                    self.not_session(tenant, kind, path);
+                } else {
+                    self.by_status(tenant, r.status);
+                }
                 return None;
             }
             Route::Stream {
                 tenant,
                 stream,
-                protocol,
-            } => (tenant, stream, protocol),
+                what,
+            } => (tenant, stream, what),
         };
-        let success = match r.kind {
-            LineKind::Http => (200..300).contains(&r.status),
-            LineKind::Tcp => r.bytes > 0,
-        };
-        if !success || r.logasap || r.duration_ms < 0 {
-            let not_session = match intern_stream(
-                &mut self.streams,
-                &mut self.acc,
-                (&mut self.tenants, &mut self.tenant_names),
-                tenant,
-                stream.as_bytes(),
-                protocol,
-            ) {
-                StreamSlot::NotUtf8 => Err("not_utf8"),
-                StreamSlot::Ignored { tenant } => Ok(tenant),
-                StreamSlot::Stream { tenant, .. } if !success => Ok(tenant),
-                // Logged at the start (`option logasap`): the real duration is never written.
-                StreamSlot::Stream { .. } if r.logasap => Err("logasap_duration"),
-                StreamSlot::Stream { .. } => Err("no_duration"),
-            };
-            match not_session {
-                Ok(tenant) => *self.by_status.entry((tenant, r.status)).or_default() += 1,
-                Err(reason) => self.count_malformed(reason),
-            }
+        if !success {
+            self.by_status(tenant, r.status);
             return None;
         }
-        let stream_key = stream_key(tenant, stream.as_bytes());
-        let month = self.month_index(start_ms);
-        Some(SessionLine {
-            key: Self::listener_key(stream_key, month, r),
-            stream_key,
-            line,
-            client: r.client,
-            captured_request: r.captured_request,
-            query,
-            start_ms,
-            end_ms: start_ms + r.duration_ms,
-            month,
-            status: r.status,
-            protocol,
-        })
+        let (group, protocol, hls, reason) = self.resolve(tenant, &stream, path, what);
+        let group: &[u8] = match &group {
+            Group::Line(g) => g,
+            Group::Configured => stream.as_bytes(),
+        };
+        let stream_key = stream_key(tenant, group);
+        let slot = match self.streams.get(stream_key) {
+            Some(&slot) => slot,
+            None => self.intern(stream_key, tenant, group, protocol, reason, &stream),
+        };
+        if let Some(e) = &mut self.explain {
+            let sid = match slot {
+                StreamSlot::Stream { stream, .. } => Some(stream),
+                _ => None,
+            };
+            e.request(sid, protocol);
+        }
+        let not_session = match slot {
+            StreamSlot::NotUtf8 => Err("not_utf8"),
+            StreamSlot::Ignored { tenant } => Ok(tenant),
+            StreamSlot::Stream { .. } if r.logasap => Err("logasap_duration"),
+            StreamSlot::Stream { .. } if r.duration_ms < 0 => Err("no_duration"),
+            StreamSlot::Stream { .. } => {
+                let month = self.month_index(start_ms);
+                return Some(SessionLine {
+                    key: Self::listener_key(stream_key, month, r),
+                    slot,
+                    client: r.client,
+                    captured_request: r.captured_request,
+                    query,
+                    start_ms,
+                    end_ms: start_ms + r.duration_ms,
+                    month,
+                    protocol,
+                    hls,
+                });
+            }
+        };
+        match not_session {
+            // Logged at the start (`option logasap`): the real duration is never written.
+            Ok(tenant) => *self.by_status.entry((tenant, r.status)).or_default() += 1,
+            Err(reason) => self.count_malformed(reason),
+        }
+        None
     }
 
-    /// The (tenant, stream) of a session's line, `None` when the tenant's lines are not
-    /// sessions (counted here).
-    fn stream_of(&mut self, s: &SessionLine<'_>) -> Option<(u32, StreamId)> {
-        let slot = match self.streams.get(s.stream_key) {
-            Some(&slot) => slot,
-            None => self.intern_line(s.line),
-        };
-        match slot {
-            StreamSlot::Stream { tenant, stream } => Some((tenant, stream)),
-            StreamSlot::Ignored { tenant } => {
-                *self.by_status.entry((tenant, s.status)).or_default() += 1;
-                None
+    fn by_status(&mut self, tenant: &[u8], status: i32) {
+        count_by_status(
+            (&mut self.tenants, &mut self.tenant_names),
+            (&mut self.by_status, &mut self.malformed),
+            tenant,
+            status,
+        );
+    }
+
+    fn not_session(&mut self, tenant: &[u8], kind: NotSession, path: &[u8]) {
+        match std::str::from_utf8(tenant) {
+            Ok(name) => {
+                let t = intern_tenant(&mut self.tenants, &mut self.tenant_names, name);
+                *self.not_sessions.entry((t, kind)).or_default() += 1;
+                if let Some(e) = &mut self.explain {
+                    e.not_session(t, kind, path);
+                }
             }
-            StreamSlot::NotUtf8 => {
-                self.count_malformed("not_utf8");
-                None
+            Err(_) => self.count_malformed("not_utf8"),
+        }
+    }
+
+    /// Decides what an audio request of `tenant` is (docs/traffic.md, sections 2 and 3):
+    /// its stream's group (the stream the listener chose, as far as this request tells),
+    /// protocol, what it adds to an HLS session, and why — learning from it first.
+    fn resolve<'p>(
+        &mut self,
+        tenant: &[u8],
+        stream: &StreamName<'_>,
+        path: &'p [u8],
+        what: What,
+    ) -> (Group<'p>, Protocol, HlsPart, Reason) {
+        let configured = matches!(stream, StreamName::Configured(_));
+        let group_of = |g: &'p [u8]| {
+            if configured {
+                Group::Configured
+            } else {
+                Group::Line(g)
+            }
+        };
+        let (dir, name) = layout::dir_and_name(path);
+        let dir_key = layout::key_of(tenant, dir);
+        // The directory above, when it serves playlists itself (the root never counts).
+        let parent = layout::parent(dir)
+            .filter(|p| *p != b"/")
+            .filter(|p| self.layout.is_playlist_dir(layout::key_of(tenant, p)));
+        match what {
+            What::Mount => (group_of(path), Protocol::Icecast, HlsPart::default(), Reason::Mount),
+            What::Playlist => {
+                self.layout.learn_playlist(dir_key);
+                if let Some(p) = parent {
+                    return (
+                        group_of(p),
+                        Protocol::Hls,
+                        HlsPart::default(),
+                        Reason::Renditions,
+                    );
+                }
+                let stem = layout::without_extension(name);
+                self.layout.note_playlist(dir_key, stem);
+                let part = HlsPart {
+                    rendition: None,
+                    stem: self.intern_stem(stem) | FROM_PLAYLIST,
+                };
+                (group_of(dir), Protocol::Hls, part, Reason::PlaylistDir)
+            }
+            What::Segment | What::Audio => {
+                let in_hls_dir = parent.is_some() || self.layout.is_playlist_dir(dir_key);
+                if what == What::Audio && !(in_hls_dir && layout::has_digit(name)) {
+                    return (group_of(path), Protocol::Icecast, HlsPart::default(), Reason::Mount);
+                }
+                let reason = if what == What::Audio {
+                    Reason::PackedAudio
+                } else {
+                    Reason::Segments
+                };
+                let init = name.len() >= 4 && name[..4].eq_ignore_ascii_case(b"init");
+                if let Some(p) = parent {
+                    let rendition = (!init).then(|| self.rendition_named(dir_name(dir)));
+                    let part = HlsPart {
+                        rendition,
+                        stem: 0,
+                    };
+                    return (group_of(p), Protocol::Hls, part, Reason::Renditions);
+                }
+                let owner = layout::owner_stem(name);
+                self.layout.note_segment(dir_key, owner);
+                let rendition = if init {
+                    None
+                } else {
+                    Some(self.rendition_of_segment(name))
+                };
+                let part = HlsPart {
+                    rendition,
+                    stem: self.intern_stem(owner),
+                };
+                (group_of(dir), Protocol::Hls, part, reason)
             }
         }
     }
 
-    /// Interns the (tenant, stream) of a session's line seen for the first time: the line is
-    /// parsed and routed again for the names (as it was by [`Ingestor::prepare`]).
-    fn intern_line(&mut self, line: &[u8]) -> StreamSlot {
-        let routed = match logline::parse_line(line) {
-            Ok(Some(r)) => match route_record(&self.router, self.host_field, &r) {
-                Some((
-                    Route::Stream {
-                        tenant,
-                        stream,
-                        protocol,
-                    },
-                    _,
-                )) => Some(intern_stream(
-                    &mut self.streams,
-                    &mut self.acc,
-                    (&mut self.tenants, &mut self.tenant_names),
-                    tenant,
-                    stream.as_bytes(),
-                    protocol,
-                )),
-                _ => None,
-            },
-            _ => None,
+    /// The rendition value of a sub-directory's name.
+    fn rendition_named(&mut self, name: &[u8]) -> ValueId {
+        let key = layout::key_of(b"dir", name);
+        if let Some(Some(id)) = self.renditions.get(key) {
+            return *id;
+        }
+        let id = self
+            .acc
+            .value_id(Dimension::Rendition, &String::from_utf8_lossy(name));
+        self.cache_rendition(key, id);
+        id
+    }
+
+    /// The rendition value a same-directory segment's name gives (0, none, when it gives
+    /// none).
+    fn rendition_of_segment(&mut self, name: &[u8]) -> ValueId {
+        let owner = layout::owner_stem(name);
+        let key = layout::key_of(b"seg", owner);
+        if let Some(Some(id)) = self.renditions.get(key) {
+            return *id;
+        }
+        let id = match layout::rendition_of_name(name) {
+            Some(r) => self
+                .acc
+                .value_id(Dimension::Rendition, &String::from_utf8_lossy(&r)),
+            None => 0,
         };
-        // Parsing and routing are functions of the line: it routes to a stream again.
-        debug_assert!(
-            routed.is_some(),
-            "a session's line no longer routes to a stream"
+        self.cache_rendition(key, id);
+        id
+    }
+
+    fn cache_rendition(&mut self, key: u64, id: ValueId) {
+        if self.renditions.len() >= MAX_CACHED_RENDITIONS {
+            self.renditions.retain(|_| false);
+        }
+        self.renditions.insert(key, Some(id));
+    }
+
+    fn intern_stem(&mut self, stem: &[u8]) -> u32 {
+        if let Some(&id) = self.stem_index.get(stem) {
+            return id;
+        }
+        if self.stems.len() >= MAX_STEMS {
+            return 0;
+        }
+        let id = self.stems.len() as u32;
+        self.stems.push(stem.into());
+        self.stem_index.insert(stem.into(), id);
+        id
+    }
+
+    /// Interns the (tenant, stream) of a line seen for the first time.
+    fn intern(
+        &mut self,
+        key: u64,
+        tenant: &[u8],
+        group: &[u8],
+        protocol: Protocol,
+        reason: Reason,
+        stream: &StreamName<'_>,
+    ) -> StreamSlot {
+        if self.streams.len() >= MAX_STREAM_KEYS {
+            // Names folded into `(other)` go first: they are found again by interning.
+            let acc = &self.acc;
+            self.streams.retain(|slot| match slot {
+                StreamSlot::Stream { stream, .. } => !acc.is_folded(*stream),
+                _ => true,
+            });
+        }
+        let slot = intern_stream(
+            &mut self.streams,
+            &mut self.acc,
+            (&mut self.tenants, &mut self.tenant_names),
+            key,
+            tenant,
+            group,
+            protocol,
         );
-        routed.unwrap_or_default()
+        if let StreamSlot::Stream { stream: sid, .. } = slot {
+            let configured = matches!(stream, StreamName::Configured(_));
+            if protocol == Protocol::Hls && !configured && !self.acc.is_folded(sid) {
+                self.group_dirs.insert(sid, layout::key_of(tenant, group));
+            }
+            let reason = if configured { Reason::Rule } else { reason };
+            if let Some(e) = &mut self.explain {
+                e.stream(sid, reason);
+            }
+        }
+        slot
     }
 
     fn join_session(&mut self, s: &SessionLine<'_>) {
@@ -503,8 +783,10 @@ impl Ingestor {
         {
             return;
         }
-        let Some((tenant, stream)) = self.stream_of(s) else {
-            return;
+        let (tenant, stream) = match s.slot {
+            StreamSlot::Stream { tenant, stream } => (tenant, stream),
+            // Decided by `session_line`, which makes no session line of these.
+            StreamSlot::Ignored { .. } | StreamSlot::NotUtf8 => return,
         };
         let listener = match self.listener(s, tenant) {
             Ok(found) => found,
@@ -519,7 +801,7 @@ impl Ingestor {
                     dims,
                     start_ms: s.start_ms,
                     end_ms: s.end_ms,
-                    bot: listener.bot,
+                    bot: listener.bot(),
                 });
             }
             Protocol::Hls => self.hls_request(s, stream, &listener),
@@ -547,12 +829,15 @@ impl Ingestor {
             self.close_held(session, holder);
         }
         let dims = self.session_dims(listener, s);
-        let open = OpenHls {
+        let mut open = OpenHls {
             start_ms,
             end_ms,
             referrer: dims[Dimension::Referrer as usize],
             source: dims[Dimension::Source as usize],
+            rendition: 0,
+            stem: 0,
         };
+        open.note(&s.hls);
         if let Some(entry) = self.listeners.get_mut(key) {
             entry.set_open(open);
         }
@@ -575,14 +860,45 @@ impl Ingestor {
     }
 
     fn close_hls(&mut self, key: (StreamId, ListenerId), info: &ListenerInfo, s: OpenHls) {
+        let mut dims = s.dims(info);
+        let stream = match self.group_dirs.get(&key.0) {
+            Some(&dir) if self.layout.several_streams(dir) => {
+                dims[Dimension::Rendition as usize] = 0;
+                self.several_stream(key.0, s.stem & !FROM_PLAYLIST)
+            }
+            _ => key.0,
+        };
         self.acc.add(&Session {
-            stream: key.0,
+            stream,
             listener: key.1,
-            dims: s.dims(info),
+            dims,
             start_ms: s.start_ms,
             end_ms: s.end_ms,
-            bot: info.bot,
+            bot: info.bot(),
         });
+    }
+
+    /// The stream of a session in a directory of several streams: `<directory>/<stem>`.
+    fn several_stream(&mut self, group: StreamId, stem: u32) -> StreamId {
+        if let Some(&sid) = self.several.get(&(group, stem)) {
+            return sid;
+        }
+        let tenant = self.acc.stream_tenant(group).to_string();
+        let dir = self.acc.stream_name(group);
+        let name = match &*self.stems[stem as usize] {
+            b"" => dir.to_string(),
+            stem => {
+                let sep = if dir.ends_with('/') { "" } else { "/" };
+                format!("{dir}{sep}{}", String::from_utf8_lossy(stem))
+            }
+        };
+        let sid = self.acc.stream_id(&tenant, &name, Protocol::Hls);
+        if let Some(e) = &mut self.explain {
+            e.stream(sid, Reason::SeveralStreams);
+            e.split(group);
+        }
+        self.several.insert((group, stem), sid);
+        sid
     }
 
     /// Closes HLS sessions whose last request is more than the gap behind the log's clock.
@@ -633,6 +949,9 @@ impl Ingestor {
     /// Everything accumulated since the last call.
     pub fn take(&mut self) -> (Vec<(HourKey, HourRollup)>, AgentCounters) {
         let rollups = self.acc.take();
+        if self.acc.values_crowded() {
+            self.forget_values();
+        }
         let mut counters = AgentCounters {
             lines: std::mem::take(&mut self.lines),
             ..Default::default()
@@ -645,7 +964,59 @@ impl Ingestor {
                 .by_status
                 .insert((self.tenant_names[t as usize].to_string(), status), n);
         }
+        for ((t, kind), n) in self.not_sessions.drain() {
+            counters.not_sessions.insert(
+                (
+                    self.tenant_names[t as usize].to_string(),
+                    kind.as_str().to_string(),
+                ),
+                n,
+            );
+        }
+        for (k, n) in self.acc.take_folded() {
+            *counters.folded.entry(k).or_default() += n;
+        }
         (rollups, counters)
+    }
+
+    /// Forgets the dimension values no open session holds, so that a flood of distinct
+    /// values (random `source=`, Referers, User-Agents) cannot fill the interner for good:
+    /// the caches that hold value ids are emptied (but for entries holding open sessions,
+    /// whose ids are mapped to the new ones).
+    fn forget_values(&mut self) {
+        self.user_agents.clear();
+        self.renditions.retain(|_| false);
+        self.listeners.retain(|e| e.open().is_some());
+        let mut keep = Vec::new();
+        for holder in self.open_hls.values() {
+            if let Some(e) = self.listeners.get(*holder)
+                && let Some(open) = e.open()
+            {
+                for (d, v) in open.dims(&e.info).into_iter().enumerate() {
+                    keep.push((Dimension::ALL[d], v));
+                }
+            }
+        }
+        let remap = self.acc.forget_values(keep.into_iter());
+        let map = |d: Dimension, v: &mut ValueId| {
+            *v = remap[d as usize].get(v).copied().unwrap_or(0);
+        };
+        let holders: Vec<u64> = self.open_hls.values().copied().collect();
+        for holder in holders {
+            if let Some(e) = self.listeners.get_mut(holder) {
+                map(Dimension::Client, &mut e.info.client);
+                map(Dimension::Device, &mut e.info.device);
+                map(Dimension::Os, &mut e.info.os);
+                let mut country = e.info.country();
+                map(Dimension::Country, &mut country);
+                e.info.country_bot = country | (e.info.country_bot & BOT);
+                if let Some(open) = e.open_mut() {
+                    map(Dimension::Referrer, &mut open.referrer);
+                    map(Dimension::Source, &mut open.source);
+                    map(Dimension::Rendition, &mut open.rendition);
+                }
+            }
+        }
     }
 
     /// The listener cache key of a session's line: a hash of (stream, month, address text,
@@ -692,14 +1063,11 @@ impl Ingestor {
             Some(code) => self.acc.value_id(Dimension::Country, &code),
             None => 0,
         };
-        let info = ListenerInfo {
+        let info = ListenerInfo::new(
             id,
-            client: ua_ids.client,
-            device: ua_ids.device,
-            os: ua_ids.os,
-            country,
-            bot: ua_ids.bot,
-        };
+            [ua_ids.client, ua_ids.device, ua_ids.os, country],
+            ua_ids.bot,
+        );
         self.listeners.insert(s.key, CachedListener::new(info));
         Ok(info)
     }
@@ -750,10 +1118,11 @@ impl Ingestor {
             (None, Some(h)) => self.acc.value_id(Dimension::Source, h),
             (None, None) => 0,
         };
-        [l.client, l.device, l.os, l.country, referrer_id, source_id, 0]
+        [l.client, l.device, l.os, l.country(), referrer_id, source_id, 0]
     }
 
-    /// The state that must survive a restart: open HLS sessions and AQH progress.
+    /// The state that must survive a restart: open HLS sessions, AQH progress and what
+    /// was learned of the log's layout.
     pub fn save_state(&self) -> Vec<u8> {
         let open = self
             .open_hls
@@ -770,62 +1139,89 @@ impl Ingestor {
                     listener,
                     start_ms: s.start_ms,
                     end_ms: s.end_ms,
-                    dims: std::array::from_fn(|d| self.acc.value(Dimension::ALL[d], dims[d]).to_string()),
-                    bot: info.bot,
+                    dims: Dimension::ALL.map(|d| self.acc.value(d, dims[d as usize]).to_string()),
+                    bot: info.bot(),
+                    named_by_directory: self.group_dirs.contains_key(&sid),
+                    stem: self.stems[(s.stem & !FROM_PLAYLIST) as usize].to_vec(),
+                    stem_from_playlist: s.stem & FROM_PLAYLIST != 0,
                 }
             })
             .collect();
         let state = SavedState {
-            version: 1,
+            version: STATE_VERSION,
             log_now_ms: self.log_now_ms,
             open,
             aqh: self.acc.save_aqh(),
+            layout: self.layout.save(),
         };
         postcard::to_stdvec(&state).expect("state serialises")
     }
 
+    /// Restores what [`Ingestor::save_state`] saved, or what an agent from before renditions
+    /// and layouts saved (version 1).
     pub fn restore_state(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
-        let state: SavedState =
-            postcard::from_bytes(bytes).map_err(|e| IngestError::State(e.to_string()))?;
-        if state.version != 1 {
-            return Err(IngestError::State(format!(
-                "version {} is not 1",
-                state.version
-            )));
-        }
+        let bad = |e: postcard::Error| IngestError::State(e.to_string());
+        let version: u32 = postcard::from_bytes(bytes).map_err(bad)?;
+        let state = match version {
+            1 => {
+                let v1: SavedStateV1 = postcard::from_bytes(bytes).map_err(bad)?;
+                v1.into()
+            }
+            STATE_VERSION => postcard::from_bytes::<SavedState>(bytes).map_err(bad)?,
+            v => {
+                return Err(IngestError::State(format!(
+                    "version {v} is newer than this agent's ({STATE_VERSION})"
+                )));
+            }
+        };
         self.log_now_ms = state.log_now_ms;
         self.acc.restore_aqh(state.aqh);
+        self.layout.restore(state.layout);
         for s in state.open {
+            let key = stream_key(s.tenant.as_bytes(), s.stream.as_bytes());
             let StreamSlot::Stream { stream: sid, .. } = intern_stream(
                 &mut self.streams,
                 &mut self.acc,
                 (&mut self.tenants, &mut self.tenant_names),
+                key,
                 s.tenant.as_bytes(),
                 s.stream.as_bytes(),
                 Protocol::Hls,
             ) else {
                 continue;
             };
-            let dims: [ValueId; 6] = std::array::from_fn(|d| self.acc.value_id(Dimension::ALL[d], &s.dims[d]));
+            if s.named_by_directory {
+                self.group_dirs
+                    .insert(sid, layout::key_of(s.tenant.as_bytes(), s.stream.as_bytes()));
+            }
+            let dims = Dimension::ALL.map(|d| self.acc.value_id(d, &s.dims[d as usize]));
             // Held by an entry of its own, which no line's key finds: the listener's next
             // line reaches it through `open_hls`.
             let mut tail = [0u8; 12];
             tail[..4].copy_from_slice(&sid.to_le_bytes());
             tail[4..].copy_from_slice(&s.listener.0.to_le_bytes());
             let holder = cache_key(u64::MAX, b"restored", &tail);
-            let info = ListenerInfo {
-                id: s.listener,
-                client: dims[Dimension::Client as usize],
-                device: dims[Dimension::Device as usize],
-                os: dims[Dimension::Os as usize],
-                country: dims[Dimension::Country as usize],
-                bot: s.bot,
+            let info = ListenerInfo::new(
+                s.listener,
+                [
+                    dims[Dimension::Client as usize],
+                    dims[Dimension::Device as usize],
+                    dims[Dimension::Os as usize],
+                    dims[Dimension::Country as usize],
+                ],
+                s.bot,
+            );
+            let stem = match s.stem.is_empty() {
+                true => 0,
+                false => self.intern_stem(&s.stem),
             };
             let open = OpenHls {
                 start_ms: s.start_ms,
                 end_ms: s.end_ms,
                 referrer: dims[Dimension::Referrer as usize],
                 source: dims[Dimension::Source as usize],
+                rendition: dims[Dimension::Rendition as usize],
+                stem: stem | if s.stem_from_playlist { FROM_PLAYLIST } else { 0 },
             };
             let mut entry = CachedListener::new(info);
             entry.set_open(open);
@@ -859,11 +1255,12 @@ fn route_record<'r, 'a: 'r>(
     router: &'r Router,
     host_field: Option<usize>,
     r: &LogRecord<'a>,
-) -> Option<(Route<'r>, Option<&'a [u8]>)> {
-    let (path, query, authority): (&[u8], Option<&[u8]>, Option<&[u8]>) =
+) -> Option<(Route<'r>, &'a [u8], Option<&'a [u8]>)> {
+    let (method, path, query, authority): (Option<&[u8]>, &[u8], Option<&[u8]>, Option<&[u8]>) =
         match (&r.kind, &r.request) {
-            (_, Some(req)) => (req.path, req.query, req.authority),
-            (LineKind::Tcp, None) => (b"/", None, None),
+            (LineKind::Http, Some(req)) => (Some(req.method), req.path, req.query, req.authority),
+            (LineKind::Tcp, Some(req)) => (None, req.path, req.query, req.authority),
+            (LineKind::Tcp, None) => (None, b"/", None, None),
             (LineKind::Http, None) => return None,
         };
     let captured_host = match (authority, host_field, r.captured_request) {
@@ -871,7 +1268,7 @@ fn route_record<'r, 'a: 'r>(
         (None, Some(i), Some(block)) => logline::captured_field(block, i),
         _ => None,
     };
-    Some((router.route(r.backend, path, captured_host), query))
+    Some((router.route(r.backend, method, path, captured_host), path, query))
 }
 
 /// Counts a line that is not a session by its status, under its tenant (a tenant that is
@@ -925,11 +1322,11 @@ fn intern_stream(
     streams: &mut KeyTable<StreamSlot>,
     acc: &mut Accumulator,
     tenants: (&mut HashMap<Box<str>, u32>, &mut Vec<Box<str>>),
+    key: u64,
     tenant: &[u8],
     stream: &[u8],
     protocol: Protocol,
 ) -> StreamSlot {
-    let key = stream_key(tenant, stream);
     if let Some(&slot) = streams.get(key) {
         return slot;
     }
@@ -952,16 +1349,46 @@ fn intern_stream(
     slot
 }
 
+/// The saved state's layout version: 2 added renditions, stems and the learned layout.
+const STATE_VERSION: u32 = 2;
+
 #[derive(Serialize, Deserialize)]
 struct SavedState {
     version: u32,
     log_now_ms: i64,
     open: Vec<SavedHls>,
     aqh: Vec<AqhEntry>,
+    layout: SavedLayout,
 }
 
 #[derive(Serialize, Deserialize)]
 struct SavedHls {
+    tenant: String,
+    /// The session's group: its stream, unless its directory holds several streams.
+    stream: String,
+    listener: ListenerId,
+    start_ms: i64,
+    end_ms: i64,
+    dims: [String; Dimension::COUNT],
+    bot: bool,
+    /// Whether `stream` is the directory of the session's requests (not a rule's name).
+    named_by_directory: bool,
+    stem: Vec<u8>,
+    stem_from_playlist: bool,
+}
+
+/// Version 1 of the saved state, as agents before renditions wrote it.
+#[derive(Deserialize)]
+struct SavedStateV1 {
+    #[allow(dead_code)]
+    version: u32,
+    log_now_ms: i64,
+    open: Vec<SavedHlsV1>,
+    aqh: Vec<AqhEntry>,
+}
+
+#[derive(Deserialize)]
+struct SavedHlsV1 {
     tenant: String,
     stream: String,
     listener: ListenerId,
@@ -969,6 +1396,45 @@ struct SavedHls {
     end_ms: i64,
     dims: [String; 6],
     bot: bool,
+}
+
+impl From<SavedStateV1> for SavedState {
+    fn from(v1: SavedStateV1) -> SavedState {
+        SavedState {
+            version: STATE_VERSION,
+            log_now_ms: v1.log_now_ms,
+            open: v1
+                .open
+                .into_iter()
+                .map(|s| {
+                    let [client, device, os, country, referrer, source] = s.dims;
+                    SavedHls {
+                        tenant: s.tenant,
+                        stream: s.stream,
+                        listener: s.listener,
+                        start_ms: s.start_ms,
+                        end_ms: s.end_ms,
+                        dims: [
+                            client,
+                            device,
+                            os,
+                            country,
+                            referrer,
+                            source,
+                            default_value(Dimension::Rendition).to_string(),
+                        ],
+                        bot: s.bot,
+                        // Version 1 named every HLS stream by its playlists' directory.
+                        named_by_directory: true,
+                        stem: Vec::new(),
+                        stem_from_playlist: false,
+                    }
+                })
+                .collect(),
+            aqh: v1.aqh,
+            layout: SavedLayout::default(),
+        }
+    }
 }
 
 fn country_of(reader: &maxminddb::Reader<Vec<u8>>, ip: IpAddr) -> Option<String> {

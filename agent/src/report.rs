@@ -14,8 +14,12 @@ pub struct DryRunReport {
     /// (before QUIC and TLS framing).
     pub wire_bytes: u64,
     pub malformed: BTreeMap<String, u64>,
-    /// Request lines that formed no session (non-2xx, ignored paths), by status.
+    /// Request lines that formed no session because of their status (non-2xx, and lines a
+    /// rule ignores), by status.
     pub not_sessions_by_status: BTreeMap<String, u64>,
+    /// Successful requests that are not audio, by kind (docs/traffic.md): `document`,
+    /// `image`, `script`, `player_file`, `status_page`, `method`, `other`, `ignored`.
+    pub not_sessions: BTreeMap<String, u64>,
     pub tenants: BTreeMap<String, TenantTotals>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hours: Option<Vec<HourRow>>,
@@ -30,8 +34,13 @@ pub struct TenantTotals {
     pub unique_listeners: u64,
     pub peak_concurrent: u64,
     pub streams: usize,
-    /// Qualifying sessions by dimension value (client, device, os, country, referrer, source).
+    /// Qualifying sessions by dimension value (stream, protocol, client, device, os,
+    /// country, referrer, source, rendition).
     pub breakdowns: BTreeMap<&'static str, BTreeMap<String, u64>>,
+    /// Successful requests that are not audio, by kind.
+    pub not_sessions: BTreeMap<String, u64>,
+    /// Sessions folded into `(other)` by the `[limits]` bounds, by what was folded.
+    pub folded: BTreeMap<String, u64>,
     #[serde(skip)]
     uniques: UniqueSketch,
     #[serde(skip)]
@@ -72,6 +81,25 @@ impl DryRunReport {
                 .entry(status.to_string())
                 .or_default() += n;
         }
+        for ((tenant, kind), n) in &counters.not_sessions {
+            *report.not_sessions.entry(kind.clone()).or_default() += n;
+            *report
+                .tenants
+                .entry(tenant.clone())
+                .or_default()
+                .not_sessions
+                .entry(kind.clone())
+                .or_default() += n;
+        }
+        for ((tenant, what), n) in &counters.folded {
+            *report
+                .tenants
+                .entry(tenant.clone())
+                .or_default()
+                .folded
+                .entry(what.clone())
+                .or_default() += n;
+        }
         let mut streams: BTreeMap<String, std::collections::BTreeSet<&str>> = BTreeMap::new();
         let mut hours = Vec::new();
         for (key, r) in rollups {
@@ -97,6 +125,18 @@ impl DryRunReport {
                             .or_default() += c.sessions;
                     }
                 }
+            }
+            if s > 0 {
+                *t.breakdowns
+                    .entry("stream")
+                    .or_default()
+                    .entry(key.stream.clone())
+                    .or_default() += s;
+                *t.breakdowns
+                    .entry("protocol")
+                    .or_default()
+                    .entry(r.protocol.as_str().to_string())
+                    .or_default() += s;
             }
             t.sessions += s;
             t.short_sessions += sh;

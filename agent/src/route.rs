@@ -1,15 +1,15 @@
-//! From a log line to (tenant, stream, protocol): the configured rules first, then the
-//! default — tenant = backend name without its prefix, stream = the mount path for
-//! progressive streams and the playlist's directory for HLS.
+//! From a log line to its tenant and what it asks for: the configured rules first, then the
+//! defaults — tenant = backend name without its prefix; what the path is by `kind`'s rules
+//! (docs/traffic.md). Which HLS stream a playlist or segment belongs to needs what the agent
+//! has learned of the log, and is the ingestor's to decide (`layout`).
 //!
 //! Works on the line's bytes: whether a default tenant is a valid tenant name (and valid
 //! UTF-8) is for the caller to check, once per tenant and stream it has not seen before.
 
-use earshot_common::Protocol;
-
 #[cfg(doc)]
 use crate::config::valid_tenant;
 use crate::config::{RouteRule, RoutingConfig, SessionConfig};
+use crate::kind::{NotSession, PathKind, path_kind};
 use crate::table::KeyTable;
 
 /// What a request is for, or why it is not a session.
@@ -17,11 +17,27 @@ use crate::table::KeyTable;
 pub enum Route<'a> {
     Stream {
         tenant: &'a [u8],
+        /// A configured stream name, or the request's path.
         stream: StreamName<'a>,
-        protocol: Protocol,
+        what: What,
     },
-    /// Dropped by a rule or an ignore pattern; counted by status under `tenant`.
+    /// Dropped by a rule (`ignore = true`); counted by status under `tenant`.
     Ignored { tenant: &'a [u8] },
+    /// Not audio: counted by kind under `tenant` when successful, by status otherwise.
+    NotSession { tenant: &'a [u8], kind: NotSession },
+}
+
+/// What an audio request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum What {
+    /// A progressive stream: one line, one session.
+    Mount,
+    /// An HLS playlist (`.m3u8`).
+    Playlist,
+    /// An HLS media segment.
+    Segment,
+    /// A mount or a packed-audio segment: the ingestor tells which.
+    Audio,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -44,6 +60,9 @@ pub struct Router {
     rules: Vec<RouteRule>,
     hls: PathPatterns,
     ignore: PathPatterns,
+    mounts: PathPatterns,
+    /// Whether any path pattern is configured (none by default).
+    any_patterns: bool,
     /// The `*.ext` patterns of both lists whose extension packs into a word, by
     /// [`extension_key`]: the lists (`IN_HLS`, `IN_IGNORE`) that have one, in one probe.
     extensions: KeyTable<u8>,
@@ -52,6 +71,7 @@ pub struct Router {
 /// Which list a packed extension's pattern is in.
 const IN_HLS: u8 = 1;
 const IN_IGNORE: u8 = 2;
+const IN_MOUNTS: u8 = 4;
 
 /// Path globs, sorted by shape so the common ones (`*.m3u8`, `/hls/*`, exact paths) cost a
 /// comparison or two on the hot path instead of a glob walk. `*.ext` patterns whose extension
@@ -221,6 +241,10 @@ impl Router {
             rules: routing.rules.clone(),
             hls: PathPatterns::new(&sessions.hls_path_patterns, IN_HLS, &mut extensions),
             ignore: PathPatterns::new(&sessions.ignore_path_patterns, IN_IGNORE, &mut extensions),
+            mounts: PathPatterns::new(&sessions.mount_path_patterns, IN_MOUNTS, &mut extensions),
+            any_patterns: !(sessions.hls_path_patterns.is_empty()
+                && sessions.ignore_path_patterns.is_empty()
+                && sessions.mount_path_patterns.is_empty()),
             extensions,
         }
     }
@@ -235,59 +259,101 @@ impl Router {
         }
     }
 
-    /// `backend` as logged; `path` without query; `host` when known. A default tenant that
-    /// is not a valid tenant name (see [`valid_tenant`]) is returned as it is: the caller
-    /// checks, once per tenant it has not seen.
+    /// `backend` as logged; `method` (`None` for a TCP connection, which is a mount's);
+    /// `path` without query; `host` when known. A default tenant that is not a valid tenant
+    /// name (see [`valid_tenant`]) is returned as it is: the caller checks, once per tenant
+    /// it has not seen.
     pub fn route<'a>(
         &'a self,
         backend: &'a [u8],
+        method: Option<&[u8]>,
         path: &'a [u8],
         host: Option<&[u8]>,
     ) -> Route<'a> {
-        let default_tenant = self.default_tenant(backend);
-        let (dir, ext) = split_path(path);
+        let mut tenant = self.default_tenant(backend);
+        let mut stream = StreamName::Path(path);
+        for rule in &self.rules {
+            if rule_matches(rule, backend, path, host) {
+                if let Some(t) = &rule.tenant {
+                    tenant = t.as_bytes();
+                }
+                if rule.ignore {
+                    return Route::Ignored { tenant };
+                }
+                if let Some(s) = &rule.stream {
+                    stream = StreamName::Configured(s);
+                }
+                break;
+            }
+        }
+        let Some(method) = method else {
+            return Route::Stream {
+                tenant,
+                stream,
+                what: What::Mount,
+            };
+        };
+        if method != b"GET" {
+            return Route::NotSession {
+                tenant,
+                kind: NotSession::Method,
+            };
+        }
+        let what = match self.configured(path) {
+            Some(Configured::Ignore) => {
+                return Route::NotSession {
+                    tenant,
+                    kind: NotSession::Ignored,
+                };
+            }
+            Some(Configured::Hls) => match path_kind(path) {
+                PathKind::Playlist => What::Playlist,
+                _ => What::Segment,
+            },
+            Some(Configured::Mount) => What::Mount,
+            None => match path_kind(path) {
+                PathKind::Playlist => What::Playlist,
+                PathKind::Segment => What::Segment,
+                PathKind::Audio => What::Audio,
+                PathKind::Not(kind) => return Route::NotSession { tenant, kind },
+            },
+        };
+        Route::Stream {
+            tenant,
+            stream,
+            what,
+        }
+    }
+
+    /// What the configured path patterns say of `path`: ignore patterns first, then HLS,
+    /// then mounts.
+    #[inline]
+    fn configured(&self, path: &[u8]) -> Option<Configured> {
+        if !self.any_patterns {
+            return None;
+        }
+        let (_, ext) = split_path(path);
         let lists = match ext {
             Extension::Packed(packed) => self.extensions.get(extension_key(packed)).copied(),
             _ => None,
         }
         .unwrap_or(0);
-        let protocol = if self.hls.matches(path, &ext, lists & IN_HLS != 0) {
-            Protocol::Hls
-        } else {
-            Protocol::Icecast
-        };
-        let default_stream = match protocol {
-            Protocol::Hls => StreamName::Path(dir),
-            Protocol::Icecast => StreamName::Path(path),
-        };
-        for rule in &self.rules {
-            if rule_matches(rule, backend, path, host) {
-                let tenant = rule.tenant.as_deref().map_or(default_tenant, str::as_bytes);
-                if rule.ignore {
-                    return Route::Ignored { tenant };
-                }
-                let stream = match &rule.stream {
-                    Some(s) => StreamName::Configured(s),
-                    None => default_stream,
-                };
-                return Route::Stream {
-                    tenant,
-                    stream,
-                    protocol,
-                };
-            }
-        }
         if self.ignore.matches(path, &ext, lists & IN_IGNORE != 0) {
-            return Route::Ignored {
-                tenant: default_tenant,
-            };
-        }
-        Route::Stream {
-            tenant: default_tenant,
-            stream: default_stream,
-            protocol,
+            Some(Configured::Ignore)
+        } else if self.hls.matches(path, &ext, lists & IN_HLS != 0) {
+            Some(Configured::Hls)
+        } else if self.mounts.matches(path, &ext, lists & IN_MOUNTS != 0) {
+            Some(Configured::Mount)
+        } else {
+            None
         }
     }
+}
+
+enum Configured {
+    Ignore,
+    Hls,
+    Mount,
 }
 
 fn rule_matches(rule: &RouteRule, backend: &[u8], path: &[u8], host: Option<&[u8]>) -> bool {
@@ -453,33 +519,53 @@ mod tests {
     fn default_routes() {
         let c = AgentConfig::defaults();
         let r = Router::new(&c.routing, &c.sessions);
+        let get = Some(&b"GET"[..]);
         assert_eq!(
-            r.route(b"be_radio1", b"/radio1/live.mp3", None),
+            r.route(b"be_radio1", get, b"/radio1/live.mp3", None),
             Route::Stream {
                 tenant: b"radio1",
                 stream: StreamName::Path(b"/radio1/live.mp3"),
-                protocol: Protocol::Icecast
+                what: What::Audio
             }
         );
         assert_eq!(
-            r.route(b"be_radio1", b"/hls/radio1/seg_7.aac", None),
+            r.route(b"be_radio1", get, b"/hls/radio1/seg_7.ts", None),
             Route::Stream {
                 tenant: b"radio1",
-                stream: StreamName::Path(b"/hls/radio1"),
-                protocol: Protocol::Hls
+                stream: StreamName::Path(b"/hls/radio1/seg_7.ts"),
+                what: What::Segment
             }
         );
         assert_eq!(
-            r.route(b"radio2", b"/live/index.m3u8", None),
+            r.route(b"radio2", get, b"/live/index.m3u8", None),
             Route::Stream {
                 tenant: b"radio2",
-                stream: StreamName::Path(b"/live"),
-                protocol: Protocol::Hls
+                stream: StreamName::Path(b"/live/index.m3u8"),
+                what: What::Playlist
             }
         );
         assert_eq!(
-            r.route(b"be_radio1", b"/favicon.ico", None),
-            Route::Ignored { tenant: b"radio1" }
+            r.route(b"be_radio1", get, b"/favicon.ico", None),
+            Route::NotSession {
+                tenant: b"radio1",
+                kind: NotSession::Image
+            }
+        );
+        assert_eq!(
+            r.route(b"be_radio1", Some(b"HEAD"), b"/live.mp3", None),
+            Route::NotSession {
+                tenant: b"radio1",
+                kind: NotSession::Method
+            }
+        );
+        // A TCP connection is a mount's, whatever its path.
+        assert_eq!(
+            r.route(b"be_radio1", None, b"/", None),
+            Route::Stream {
+                tenant: b"radio1",
+                stream: StreamName::Path(b"/"),
+                what: What::Mount
+            }
         );
     }
 
@@ -487,30 +573,36 @@ mod tests {
     fn extension_patterns_of_either_list_and_any_length() {
         let c = AgentConfig::parse(
             "[sessions]\nhls_path_patterns = [\"*.seg\", \"*.longsegm\", \"*.\", \"*.both\"]\n\
-             ignore_path_patterns = [\"*.both\", \"*.txt\", \"*.8letters\"]\n",
+             ignore_path_patterns = [\"*.both\", \"*.txt\", \"*.8letters\"]\n\
+             mount_path_patterns = [\"/radio/*\", \"*.mnt\"]\n",
             std::path::Path::new("t.toml"),
         )
         .unwrap();
         let r = Router::new(&c.routing, &c.sessions);
-        let hls = |path: &'static [u8]| match r.route(b"be_x", path, None) {
-            Route::Stream { protocol, .. } => Some(protocol == Protocol::Hls),
-            Route::Ignored { .. } => None,
+        let what = |path: &'static [u8]| match r.route(b"be_x", Some(b"GET"), path, None) {
+            Route::Stream { what, .. } => Some(what),
+            Route::NotSession {
+                kind: NotSession::Ignored,
+                ..
+            } => None,
+            other => panic!("{other:?}"),
         };
-        // (path, Some(is HLS) or None for ignored), worked out from the patterns above.
+        // (path, what it is or None for ignored), worked out from the patterns above and
+        // docs/traffic.md for the paths no pattern matches.
         for (path, want) in [
-            (&b"/a/1.seg"[..], Some(true)),
-            (b"/a/1.longsegm", Some(true)),
-            (b"/a/1.", Some(true)),
+            (&b"/a/1.seg"[..], Some(What::Segment)),
+            (b"/a/1.longsegm", Some(What::Segment)),
+            (b"/a/1.", Some(What::Segment)),
             (b"/a/1.both", None),
             (b"/a/1.txt", None),
             (b"/a/1.8letters", None),
-            (b"/a/1.se", Some(false)),
-            (b"/a/1.segx", Some(false)),
-            (b"/a/1.longseg", Some(false)),
-            (b"/a/1.m3u8", Some(false)),
-            (b"/a/seg", Some(false)),
+            (b"/a/1.mp3", Some(What::Audio)),
+            (b"/a/1.m3u8", Some(What::Playlist)),
+            (b"/a/seg", Some(What::Audio)),
+            (b"/radio/seg_1.aac", Some(What::Mount)),
+            (b"/x/live.mnt", Some(What::Mount)),
         ] {
-            assert_eq!(hls(path), want, "{}", String::from_utf8_lossy(path));
+            assert_eq!(what(path), want, "{}", String::from_utf8_lossy(path));
         }
     }
 
@@ -524,20 +616,21 @@ mod tests {
         )
         .unwrap();
         let r = Router::new(&c.routing, &c.sessions);
+        let get = Some(&b"GET"[..]);
         assert!(matches!(
-            r.route(b"be_shared", b"/x.mp3", Some(b"www.radio-a.example:443")),
+            r.route(b"be_shared", get, b"/x.mp3", Some(b"www.radio-a.example:443")),
             Route::Stream { tenant: b"a", .. }
         ));
         assert_eq!(
-            r.route(b"be_shared", b"/b/live.mp3", None),
+            r.route(b"be_shared", get, b"/b/live.mp3", None),
             Route::Stream {
                 tenant: b"b",
                 stream: StreamName::Configured("main"),
-                protocol: Protocol::Icecast
+                what: What::Audio
             }
         );
         assert_eq!(
-            r.route(b"stats", b"/", None),
+            r.route(b"stats", get, b"/", None),
             Route::Ignored { tenant: b"stats" }
         );
     }
