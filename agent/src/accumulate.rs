@@ -761,6 +761,114 @@ mod tests {
         }
     }
 
+    /// A 10-minute session of `listener` on `stream` from `start_ms` with `source`.
+    fn on(acc: &mut Accumulator, stream: &str, source: &str, listener: u64, start_ms: i64) -> Session {
+        let stream = acc.stream_id("t", stream, Protocol::Icecast);
+        let mut dims = [0; Dimension::COUNT];
+        dims[Dimension::Source as usize] = acc.value_id(Dimension::Source, source);
+        Session {
+            stream,
+            listener: ListenerId(listener),
+            dims,
+            start_ms,
+            end_ms: start_ms + 600_000,
+            bot: false,
+        }
+    }
+
+    fn totals(rollups: &[(HourKey, HourRollup)]) -> (u64, u64) {
+        let q = rollups.iter().flat_map(|(_, r)| r.quarters.iter());
+        q.fold((0, 0), |(n, ms), q| (n + q.sessions, ms + q.listening_ms))
+    }
+
+    fn sessions_of(rollups: &[(HourKey, HourRollup)], stream: &str) -> u64 {
+        rollups
+            .iter()
+            .filter(|(k, _)| k.stream == stream)
+            .flat_map(|(_, r)| r.quarters.iter())
+            .map(|q| q.sessions)
+            .sum()
+    }
+
+    fn source_sessions(rollups: &[(HourKey, HourRollup)], value: &str) -> u64 {
+        rollups
+            .iter()
+            .flat_map(|(_, r)| r.quarters.iter())
+            .filter_map(|q| q.dims.get(&(Dimension::Source, value.to_string())))
+            .map(|c| c.sessions)
+            .sum()
+    }
+
+    #[test]
+    fn streams_and_values_past_the_bounds_fold_into_other_with_totals_exact() {
+        let mut acc = Accumulator::new(60).with_limits(2, 2);
+        let h = 10 * HOUR_MS;
+        // Stream /a: 3 sessions, /b: 2, /c: 1; sources x: 3, y: 2, z: 1 — all in one hour.
+        let plan = [
+            ("/a", "x"),
+            ("/a", "x"),
+            ("/a", "y"),
+            ("/b", "x"),
+            ("/b", "y"),
+            ("/c", "z"),
+        ];
+        for (i, (stream, source)) in plan.iter().enumerate() {
+            let s = on(&mut acc, stream, source, i as u64, h + i as i64 * 60_000);
+            acc.add(&s);
+        }
+        let first = acc.take();
+        assert_eq!(totals(&first), (6, 6 * 600_000));
+        assert_eq!(sessions_of(&first, "/a"), 3);
+        assert_eq!(sessions_of(&first, "/b"), 2);
+        assert_eq!(sessions_of(&first, "/c"), 0);
+        assert_eq!(sessions_of(&first, OTHER), 1);
+        assert_eq!(source_sessions(&first, "x"), 3);
+        assert_eq!(source_sessions(&first, "y"), 2);
+        assert_eq!(source_sessions(&first, "z"), 0);
+        assert_eq!(source_sessions(&first, OTHER), 1);
+        let uniques: u64 = first
+            .iter()
+            .map(|(_, r)| r.dim_uniques.len() as u64)
+            .sum();
+        assert!(uniques > 0);
+        let folded: std::collections::BTreeMap<_, _> = acc.take_folded().into_iter().collect();
+        assert_eq!(folded[&("t".to_string(), "stream".to_string())], 1);
+        assert_eq!(folded[&("t".to_string(), "source".to_string())], 1);
+        // A later batch of the same hour keeps what the hour kept, however heavy /c is now.
+        for i in 0..5 {
+            let s = on(&mut acc, "/c", "z", 100 + i, h + 20 * 60_000);
+            acc.add(&s);
+        }
+        let s = on(&mut acc, "/b", "y", 200, h + 20 * 60_000);
+        acc.add(&s);
+        let second = acc.take();
+        assert_eq!(totals(&second), (6, 6 * 600_000));
+        assert_eq!(sessions_of(&second, "/b"), 1);
+        assert_eq!(sessions_of(&second, OTHER), 5);
+        assert_eq!(source_sessions(&second, OTHER), 5);
+        // Another hour has bounds of its own: /c is kept there.
+        let s = on(&mut acc, "/c", "z", 300, h + HOUR_MS);
+        acc.add(&s);
+        let third = acc.take();
+        assert_eq!(sessions_of(&third, "/c"), 1);
+        assert_eq!(source_sessions(&third, "z"), 1);
+    }
+
+    #[test]
+    fn a_flood_of_streams_is_interned_no_further_than_the_candidates() {
+        let mut acc = Accumulator::new(60).with_limits(3, 500);
+        let h = 10 * HOUR_MS;
+        for i in 0..1000u64 {
+            let s = on(&mut acc, &format!("/x{i}.mp3"), "x", i, h);
+            acc.add(&s);
+        }
+        assert!(acc.streams.len() <= STREAM_CANDIDATES * 3 + 1, "{}", acc.streams.len());
+        let r = acc.take();
+        assert_eq!(r.len(), 4, "three streams and (other)");
+        assert_eq!(totals(&r).0, 1000);
+        assert_eq!(sessions_of(&r, OTHER), 1000 - 3);
+    }
+
     fn rollup_at(rollups: &[(HourKey, HourRollup)], hour_ms: i64) -> &HourRollup {
         &rollups
             .iter()
