@@ -240,9 +240,13 @@ pub fn write_host(
                 }
             }
             Source::Noise(n) => match n.kind {
-                NoiseKind::Web(kind) => {
-                    web_line(scenario, &plan.layouts[n.station as usize], n, kind, &mut line)
-                }
+                NoiseKind::Web(kind) => web_line(
+                    scenario,
+                    &plan.layouts[n.station as usize],
+                    n,
+                    kind,
+                    &mut line,
+                ),
                 _ => noise_line(scenario, n, &mut line),
             },
         }
@@ -283,7 +287,13 @@ fn push_progressive(out: &mut String, s: &PlannedSession, path: &str) {
 
 /// A non-audio request answered 200: the station's web player, its API and Icecast's player
 /// files, `HEAD` and `OPTIONS` on a mount.
-fn web_line(scenario: &Scenario, layout: &StationLayout, n: &Noise, kind: WebKind, out: &mut Vec<u8>) {
+fn web_line(
+    scenario: &Scenario,
+    layout: &StationLayout,
+    n: &Noise,
+    kind: WebKind,
+    out: &mut Vec<u8>,
+) {
     use std::fmt::Write as _;
     let mut rng = SplitMix::new(n.seed);
     let (net, len) = NOISE_BLOCK;
@@ -338,7 +348,11 @@ fn web_line(scenario: &Scenario, layout: &StationLayout, n: &Noise, kind: WebKin
         }
         WebKind::PlayerFile => {
             // Icecast's `<mount>.m3u`; not for Shoutcast's `/;stream.mp3`.
-            let m = if mount.starts_with("/;") { "/live.mp3" } else { mount };
+            let m = if mount.starts_with("/;") {
+                "/live.mp3"
+            } else {
+                mount
+            };
             request.push_str(m);
             request.push_str([".m3u", ".pls", ".xspf"][rng.gen_range(0..3)]);
             rng.gen_range(120..400)

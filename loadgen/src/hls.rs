@@ -230,8 +230,7 @@ mod tests {
     #[test]
     fn requests_are_ordered_and_never_near_the_gap() {
         for seed in 0..200 {
-            let mut walk =
-                HlsWalk::new(
+            let mut walk = HlsWalk::new(
                 seed,
                 1_000_000,
                 1_000_000 + 3 * 3_600_000,

@@ -174,7 +174,8 @@ impl StationLayout {
             }
             Family::Cmaf => (
                 vec![hls(format!("/cmaf/{t}"), ""), mount(listen.clone(), 16, 1)],
-                [["m4s", "m4a", "cmfa"][k % 3]; 3],
+                // Packagers differ; some ladders even mix them.
+                [["m4s", "cmfa", ""], ["m4a", "m4s", ""], ["cmfa", "m4a", ""]][k % 3],
                 "",
                 false,
             ),
@@ -207,7 +208,11 @@ impl StationLayout {
     pub fn shape(&self) -> Shape {
         let (master, init, renditions, bytes): (bool, bool, u8, [u64; 3]) = match self.family {
             Family::Classic => {
-                let b = if self.ext[0] == "aac" { 80_000 } else { 168_000 };
+                let b = if self.ext[0] == "aac" {
+                    80_000
+                } else {
+                    168_000
+                };
                 (false, false, 1, [b; 3])
             }
             Family::Azuracast => (true, false, 3, [40_000, 80_000, 160_000]),

@@ -294,6 +294,62 @@ pub fn generate_file(scenario: &Scenario, path: &Path) -> anyhow::Result<Generat
     Ok(plan.into_generated(scenario, files, lines))
 }
 
+/// The truth file `generate --truth` writes (JSON): the totals, the breakdowns and what the
+/// lines hold besides sessions.
+#[derive(Serialize)]
+pub struct TruthFile<'a> {
+    pub window_start_ms: i64,
+    pub window_end_ms: i64,
+    pub all_time: (i64, i64),
+    pub lines: u64,
+    pub malformed_lines: u64,
+    pub noise: &'a NoiseCounts,
+    pub requests_by_status: &'a BTreeMap<i32, u64>,
+    pub files: &'a [(String, Vec<PathBuf>)],
+    /// Per tenant: [`truth::Metrics`] over all time.
+    pub per_tenant: BTreeMap<String, truth::Metrics>,
+    /// Per tenant: its URL family (`classic`, `icecast`, `azuracast`, `wowza`, `nginx-rtmp`,
+    /// `cmaf`, `cdn`).
+    pub families: &'a BTreeMap<String, Family>,
+    /// Per tenant, dimension (`stream`, `rendition`, `protocol`, `source`, `country`), value:
+    /// qualifying sessions.
+    pub breakdowns: BTreeMap<String, BTreeMap<&'static str, BTreeMap<String, u64>>>,
+    /// Per tenant, stream: [`truth::StreamTotals`].
+    pub per_stream: BTreeMap<String, BTreeMap<String, truth::StreamTotals>>,
+    /// Per tenant, kind: 2xx requests that are not sessions.
+    pub not_sessions: &'a BTreeMap<String, BTreeMap<String, u64>>,
+    /// Their sum.
+    pub not_sessions_total: u64,
+}
+
+impl Generated {
+    /// The truth file's content.
+    pub fn truth_file(&self) -> TruthFile<'_> {
+        TruthFile {
+            window_start_ms: self.window_start_ms,
+            window_end_ms: self.window_end_ms,
+            all_time: truth::all_time(&self.sessions),
+            lines: self.lines,
+            malformed_lines: self.malformed_lines,
+            noise: &self.noise,
+            requests_by_status: &self.requests_by_status,
+            files: &self.files,
+            per_tenant: truth::per_tenant_totals(&self.sessions),
+            families: &self.families,
+            breakdowns: truth::breakdowns(&self.sessions),
+            per_stream: truth::per_stream(&self.sessions),
+            not_sessions: &self.not_sessions,
+            not_sessions_total: self.not_sessions.values().flat_map(|k| k.values()).sum(),
+        }
+    }
+
+    /// Writes [`Generated::truth_file`] as JSON to `path`.
+    pub fn write_truth(&self, path: &Path) -> anyhow::Result<()> {
+        let json = serde_json::to_vec_pretty(&self.truth_file())?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
 /// `+01:00`, `-05:30`, `Z`, `UTC` → minutes east of UTC (parsed by jiff).
 pub fn parse_utc_offset(s: &str) -> anyhow::Result<i32> {
     if s.eq_ignore_ascii_case("utc") {

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use earshot_loadgen::{Envelope, Generated, Scenario, truth};
+use earshot_loadgen::attack::{self, AttackKind};
+use earshot_loadgen::{Envelope, Generated, Layouts, Scenario, truth};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +32,50 @@ impl From<EnvelopeArg> for Envelope {
         match e {
             EnvelopeArg::Raw => Envelope::Raw,
             EnvelopeArg::Rsyslog => Envelope::Rsyslog,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LayoutsArg {
+    /// Today's layout: `/<t>/live.mp3`, `/<t>/aac`, `/hls/<t>/live.m3u8` + `seg_<n>`.
+    Classic,
+    /// Every station one of Icecast, AzuraCast, Wowza, nginx-rtmp, CMAF, CDN; non-audio 200s.
+    Mixed,
+}
+
+impl From<LayoutsArg> for Layouts {
+    fn from(l: LayoutsArg) -> Layouts {
+        match l {
+            LayoutsArg::Classic => Layouts::Classic,
+            LayoutsArg::Mixed => Layouts::Mixed,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+#[allow(clippy::enum_variant_names)] // the CLI's names: random-mounts, …
+enum AttackArg {
+    /// Every line a 200 to a new mount `/x<random>.mp3`.
+    RandomMounts,
+    /// One mount, `?source=<random>`.
+    RandomSource,
+    /// One mount, a random Referer host.
+    RandomReferer,
+    /// One mount, a random User-Agent.
+    RandomUa,
+    /// One mount, a random client address (IPv4 and IPv6).
+    RandomIp,
+}
+
+impl From<AttackArg> for AttackKind {
+    fn from(a: AttackArg) -> AttackKind {
+        match a {
+            AttackArg::RandomMounts => AttackKind::RandomMounts,
+            AttackArg::RandomSource => AttackKind::RandomSource,
+            AttackArg::RandomReferer => AttackKind::RandomReferer,
+            AttackArg::RandomUa => AttackKind::RandomUa,
+            AttackArg::RandomIp => AttackKind::RandomIp,
         }
     }
 }
@@ -61,6 +106,9 @@ enum Command {
         tz: String,
         #[arg(long, value_enum, default_value = "raw")]
         envelope: EnvelopeArg,
+        /// The stations' URL layouts.
+        #[arg(long, value_enum, default_value = "classic")]
+        layouts: LayoutsArg,
         /// Gzip the older rotated files (haproxy.log.2.gz, …).
         #[arg(long)]
         gzip: bool,
@@ -88,6 +136,9 @@ enum Command {
         seed: u64,
         #[arg(long, value_enum, default_value = "raw")]
         envelope: EnvelopeArg,
+        /// The stations' URL layouts.
+        #[arg(long, value_enum, default_value = "classic")]
+        layouts: LayoutsArg,
         #[arg(long)]
         gzip: bool,
         /// Write the truth as JSON here (computing it takes a while at this size).
@@ -95,6 +146,23 @@ enum Command {
         truth: Option<PathBuf>,
         #[arg(long)]
         sessions: Option<PathBuf>,
+    },
+    /// Write one hour of one tenant (`be_attack`) where one field is new on every line.
+    Attack {
+        #[arg(long, value_enum)]
+        kind: AttackArg,
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Write the attack's truth as JSON here.
+        #[arg(long)]
+        truth: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Start of the hour, RFC 3339.
+        #[arg(long, default_value = "2026-11-28T21:00:00Z")]
+        start: String,
     },
 }
 
@@ -111,6 +179,7 @@ fn main() -> anyhow::Result<()> {
             listeners,
             tz,
             envelope,
+            layouts,
             gzip,
             rotate_minutes,
             truth,
@@ -125,6 +194,7 @@ fn main() -> anyhow::Result<()> {
                 listeners,
                 utc_offset_minutes: earshot_loadgen::parse_utc_offset(&tz)?,
                 envelope: envelope.into(),
+                layouts: layouts.into(),
                 gzip,
                 rotate_minutes,
                 ..Scenario::default()
@@ -142,6 +212,7 @@ fn main() -> anyhow::Result<()> {
             listeners,
             seed,
             envelope,
+            layouts,
             gzip,
             truth,
             sessions,
@@ -150,6 +221,7 @@ fn main() -> anyhow::Result<()> {
             let scenario = Scenario {
                 seed,
                 envelope: envelope.into(),
+                layouts: layouts.into(),
                 gzip,
                 ..Scenario::bench(lines, stations, listeners)
             };
@@ -163,11 +235,45 @@ fn main() -> anyhow::Result<()> {
                 sessions,
             )
         }
+        Command::Attack {
+            kind,
+            lines,
+            out,
+            truth,
+            seed,
+            start,
+        } => {
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let t = attack::write_attack(
+                kind.into(),
+                lines,
+                seed,
+                earshot_loadgen::parse_start(&start)?,
+                &out,
+            )?;
+            println!(
+                "{} lines ({} distinct {}) in {:.2} s: {}",
+                t.lines,
+                t.distinct_values,
+                t.field,
+                started.elapsed().as_secs_f64(),
+                out.display()
+            );
+            if let Some(path) = truth {
+                std::fs::write(&path, serde_json::to_vec_pretty(&t)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("truth: {}", path.display());
+            }
+            return Ok(());
+        }
     };
     let written = started.elapsed();
     summarize(&generated, written);
     if let Some(path) = truth_path {
-        write_truth(&generated, &path)?;
+        generated.write_truth(&path)?;
         println!("truth: {}", path.display());
     }
     if let Some(path) = sessions_path {
@@ -207,33 +313,4 @@ fn summarize(g: &Generated, elapsed: std::time::Duration) {
         g.noise.total(),
         g.malformed_lines,
     );
-}
-
-#[derive(serde::Serialize)]
-struct TruthFile<'a> {
-    window_start_ms: i64,
-    window_end_ms: i64,
-    all_time: (i64, i64),
-    lines: u64,
-    malformed_lines: u64,
-    noise: &'a earshot_loadgen::NoiseCounts,
-    requests_by_status: &'a std::collections::BTreeMap<i32, u64>,
-    files: &'a [(String, Vec<PathBuf>)],
-    per_tenant: std::collections::BTreeMap<String, truth::Metrics>,
-}
-
-fn write_truth(g: &Generated, path: &std::path::Path) -> anyhow::Result<()> {
-    let t = TruthFile {
-        window_start_ms: g.window_start_ms,
-        window_end_ms: g.window_end_ms,
-        all_time: truth::all_time(&g.sessions),
-        lines: g.lines,
-        malformed_lines: g.malformed_lines,
-        noise: &g.noise,
-        requests_by_status: &g.requests_by_status,
-        files: &g.files,
-        per_tenant: truth::per_tenant_totals(&g.sessions),
-    };
-    let json = serde_json::to_vec_pretty(&t)?;
-    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
 }

@@ -401,7 +401,9 @@ fn session_gap(rng: &mut SplitMix, bot: bool) -> i64 {
 fn mixed_home(rng: &mut SplitMix, layout: &StationLayout, hls_share: f64) -> u8 {
     let has_hls = layout.streams.iter().any(|s| s.hls);
     let has_mount = layout.streams.iter().any(|s| !s.hls);
-    let want_hls = has_hls && (!has_mount || rng.gen_bool(hls_share));
+    // HLS stations' listeners mostly use HLS: 0.3 → 66 %, still monotonic for calibrating.
+    let p = 1.0 - (1.0 - hls_share.clamp(0.0, 1.0)).powi(3);
+    let want_hls = has_hls && (!has_mount || rng.gen_bool(p));
     pick_stream(rng, layout, Some(want_hls))
 }
 
@@ -457,9 +459,7 @@ fn plan_sessions(
         let mut n = 0u64;
         while t < w1 {
             n += 1;
-            let stream = if l.pinned.is_some() && n == 1 {
-                home_stream
-            } else if rng.gen_bool(0.8) {
+            let stream = if (l.pinned.is_some() && n == 1) || rng.gen_bool(0.8) {
                 home_stream
             } else if mixed {
                 pick_stream(&mut rng, layout, None)

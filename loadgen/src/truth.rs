@@ -249,6 +249,75 @@ pub fn per_tenant_totals(sessions: &[TruthSession]) -> BTreeMap<String, Metrics>
         .collect()
 }
 
+/// Qualifying sessions by dimension value, per tenant: the dimensions `stream`, `rendition`,
+/// `protocol`, `source` and `country`, over all the sessions (all time).
+pub fn breakdowns(
+    sessions: &[TruthSession],
+) -> BTreeMap<String, BTreeMap<&'static str, BTreeMap<String, u64>>> {
+    let mut out: BTreeMap<String, BTreeMap<&'static str, BTreeMap<String, u64>>> = BTreeMap::new();
+    for s in sessions.iter().filter(|s| qualifies(s)) {
+        let t = out.entry(s.tenant.clone()).or_default();
+        for (dim, value) in [
+            ("stream", s.stream.as_str()),
+            ("rendition", s.rendition.as_str()),
+            ("protocol", s.protocol),
+            ("source", s.source.as_str()),
+            ("country", s.country),
+        ] {
+            *t.entry(dim)
+                .or_default()
+                .entry(value.to_string())
+                .or_default() += 1;
+        }
+    }
+    out
+}
+
+/// One stream's totals over all time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StreamTotals {
+    /// `"icecast"` or `"hls"`.
+    pub protocol: &'static str,
+    pub sessions: u64,
+    pub short_sessions: u64,
+    pub bot_sessions: u64,
+    pub listening_seconds: f64,
+    /// Qualifying sessions by rendition.
+    pub renditions: BTreeMap<String, u64>,
+}
+
+/// Per tenant, per stream: sessions (qualifying, short, bot), listening time of the qualifying
+/// ones and their renditions, over all the sessions.
+pub fn per_stream(sessions: &[TruthSession]) -> BTreeMap<String, BTreeMap<String, StreamTotals>> {
+    let mut out: BTreeMap<String, BTreeMap<String, StreamTotals>> = BTreeMap::new();
+    let mut ms: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for s in sessions {
+        let t = out
+            .entry(s.tenant.clone())
+            .or_default()
+            .entry(s.stream.clone())
+            .or_default();
+        t.protocol = s.protocol;
+        if is_bot_session(s) {
+            t.bot_sessions += 1;
+        } else if is_short(s) {
+            t.short_sessions += 1;
+        } else {
+            t.sessions += 1;
+            *t.renditions.entry(s.rendition.clone()).or_default() += 1;
+            *ms.entry((&s.tenant, &s.stream)).or_default() += s.length_ms();
+        }
+    }
+    for ((tenant, stream), v) in ms {
+        out.get_mut(tenant)
+            .unwrap()
+            .get_mut(stream)
+            .unwrap()
+            .listening_seconds = v as f64 / 1000.0;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
