@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The agent's throughput figure: `earshot-agent ingest --dry-run` over the generator's one-hour,
 # 5-million-line file (200 stations, 50,000 listeners), beside HAProxy's own `halog -u` and
-# `halog -srv` over the same file, with peak memory. Twice: the bare HAProxy lines
-# (`log stdout format raw`, 1.3 GB) and the same lines as Debian 12's rsyslog files them
-# (RFC 3339 timestamp, host and tag before each, 1.6 GB).
-# Usage: scripts/bench-ingest.sh [RAW-FILE [RSYSLOG-FILE]]
+# `halog -srv` over the same file, with peak memory. Three files: the classic layout's bare
+# HAProxy lines (`log stdout format raw`, 1.3 GB), the same lines as Debian 12's rsyslog files
+# them (RFC 3339 timestamp, host and tag before each, 1.6 GB), and the mixed layouts (Icecast,
+# AzuraCast, Wowza, nginx-rtmp, CMAF, CDN stations; `--layouts mixed`). Then one run over each
+# attack file (1 M lines of one tenant where a field is new on every line): the agent's peak
+# memory and the wire bytes of what it would ship.
+# Usage: scripts/bench-ingest.sh [RAW-FILE [RSYSLOG-FILE [MIXED-FILE]]]
+# Environment: RUNS (3), LINES (5000000), STATIONS (200), LISTENERS (50000),
+# ATTACK_LINES (1000000), BENCH_DIR (/tmp/earshot-bench); a smaller LINES for a quick try.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v halog >/dev/null || { echo "halog is in Debian's haproxy package: apt-get install haproxy" >&2; exit 1; }
@@ -12,13 +17,24 @@ cargo build --release --quiet -p earshot-loadgen
 # The agent exactly as scripts/package.sh builds it: Cargo unifies dependency features per
 # build, so building it beside the generator makes a (measurably) different binary.
 cargo build --release --quiet -p earshot-agent -p earshot-collector --bins
-raw=${1:-/tmp/earshot-bench/hour.log}
-rsyslog=${2:-/tmp/earshot-bench/hour-rsyslog.log}
-for pair in "$raw raw" "$rsyslog rsyslog"; do
-    set -- $pair
+lines_target=${LINES:-5000000}
+stations=${STATIONS:-200}
+listeners=${LISTENERS:-50000}
+attack_lines=${ATTACK_LINES:-1000000}
+dir=${BENCH_DIR:-/tmp/earshot-bench}
+# The default size keeps its old file names; other sizes get their own.
+suffix=""
+[ "$lines_target" = 5000000 ] && [ "$stations" = 200 ] && [ "$listeners" = 50000 ] \
+    || suffix="-$lines_target-$stations-$listeners"
+raw=${1:-$dir/hour$suffix.log}
+rsyslog=${2:-$dir/hour-rsyslog$suffix.log}
+mixed=${3:-$dir/hour-mixed$suffix.log}
+for spec in "$raw raw classic" "$rsyslog rsyslog classic" "$mixed raw mixed"; do
+    set -- $spec
     if [ ! -f "$1" ]; then
         mkdir -p "$(dirname "$1")"
-        target/release/earshot-loadgen bench-file --envelope "$2" --out "$1"
+        target/release/earshot-loadgen bench-file --envelope "$2" --layouts "$3" \
+            --lines "$lines_target" --stations "$stations" --listeners "$listeners" --out "$1"
         sync   # not measured: the writeback of what was just written
     fi
 done
@@ -61,7 +77,7 @@ PY
 
 # halog's -s says how many fields precede the HAProxy line: -4 for a bare line, -1 for
 # rsyslog's three (both give the same -u report on these files).
-for pair in "$raw -4" "$rsyslog -1"; do
+for pair in "$raw -4" "$rsyslog -1" "$mixed -4"; do
     set -- $pair
     file=$1 skip=$2
     lines=$(wc -l < "$file")
@@ -75,4 +91,34 @@ for pair in "$raw -4" "$rsyslog -1"; do
         run "halog -srv" "$lines" sh -c "exec halog -s $skip -srv < '$file'"
     done
     medians
+done
+
+# Attacks: one run each. What matters is that memory and wire bytes stay bounded however many
+# values one field takes (the agent keeps max_streams streams and max_values values per
+# dimension and hour, and folds the rest into `(other)`).
+echo "attack files, $attack_lines lines each: agent peak memory, wire bytes, sessions (truth)"
+for kind in random-mounts random-source random-referer random-ua random-ip; do
+    file=$dir/attack-$kind-$attack_lines.log
+    truth=$dir/attack-$kind-$attack_lines.json
+    if [ ! -f "$file" ] || [ ! -f "$truth" ]; then
+        mkdir -p "$dir"
+        target/release/earshot-loadgen attack --kind "$kind" --lines "$attack_lines" \
+            --out "$file" --truth "$truth" > /dev/null
+    fi
+    cat "$file" > /dev/null
+    out=$(mktemp) report=$(mktemp)
+    /usr/bin/time -o "$out" -f "%e %U %S %M" \
+        target/release/earshot-agent ingest --dry-run "$file" > "$report" 2> /dev/null
+    python3 - "$kind" "$out" "$report" "$truth" <<'PY'
+import json, sys
+kind, timing, report, truth = sys.argv[1:]
+wall, user, sys_, rss = map(float, open(timing).read().split())
+r = json.load(open(report))
+t = json.load(open(truth))
+a = r["tenants"].get(t["tenant"], {})
+print(f"{kind:<16} {t['lines'] / (user + sys_) / 1e6:6.2f} M lines/CPU-s {rss / 1024:7.1f} MB peak"
+      f" {r['wire_bytes'] / 1024:9.1f} KiB wire  sessions {a.get('sessions', 0)} of {t['qualifying_sessions']}"
+      f" ({t['distinct_values']} distinct {t['field']}, {a.get('streams', 0)} streams kept)")
+PY
+    rm -f "$out" "$report"
 done
