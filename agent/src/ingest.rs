@@ -50,6 +50,33 @@ enum Group<'p> {
     Configured,
 }
 
+/// Directory and name views cached at most (emptied when full).
+const MAX_VIEWS: usize = 65_536;
+
+/// What the layout says of one (tenant, directory).
+#[derive(Clone, Copy, Default)]
+struct DirView {
+    epoch: u32,
+    playlist_dir: bool,
+    /// The length of the directory's parent when that is a playlist directory (then the
+    /// directory holds renditions), else 0.
+    parent_len: u16,
+}
+
+/// What one name of a directory adds to a session.
+#[derive(Clone, Copy, Default)]
+struct NameView {
+    epoch: u32,
+    part: HlsPart,
+}
+
+/// The key of a (directory, stem) name view; `what` tells playlists from segments.
+#[inline]
+fn name_key(dir_key: u64, stem: &[u8], what: u8) -> u64 {
+    use rapidhash::v3::{RapidSecrets, rapidhash_v3_seeded};
+    rapidhash_v3_seeded(stem, &RapidSecrets::seed_cpp(dir_key ^ u64::from(what)))
+}
+
 /// The last component of a directory.
 fn dir_name(dir: &[u8]) -> &[u8] {
     layout::dir_and_name(dir).1
@@ -300,6 +327,9 @@ pub struct Ingestor {
     stem_index: HashMap<Box<[u8]>, u32>,
     /// [`layout::key_of`] of a segment name's owner stem → its rendition's value id.
     renditions: KeyTable<Option<ValueId>>,
+    /// See [`DirView`], [`NameView`].
+    dir_views: KeyTable<DirView>,
+    name_views: KeyTable<NameView>,
     /// Successful requests that are not sessions, by (tenant, kind).
     not_sessions: HashMap<(u32, NotSession), u64>,
     /// What `--explain` shows, when asked for.
@@ -372,6 +402,8 @@ impl Ingestor {
             stems: vec![Box::default()],
             stem_index: HashMap::default(),
             renditions: KeyTable::default(),
+            dir_views: KeyTable::default(),
+            name_views: KeyTable::default(),
             not_sessions: HashMap::default(),
             explain: None,
             open_hls: HashMap::default(),
@@ -622,65 +654,117 @@ impl Ingestor {
                 Group::Line(g)
             }
         };
+        if what == What::Mount {
+            return (group_of(path), Protocol::Icecast, HlsPart::default(), Reason::Mount);
+        }
         let (dir, name) = layout::dir_and_name(path);
         let dir_key = layout::key_of(tenant, dir);
-        // The directory above, when it serves playlists itself (the root never counts).
-        let parent = layout::parent(dir)
-            .filter(|p| *p != b"/")
-            .filter(|p| self.layout.is_playlist_dir(layout::key_of(tenant, p)));
-        match what {
-            What::Mount => (group_of(path), Protocol::Icecast, HlsPart::default(), Reason::Mount),
-            What::Playlist => {
+        if what == What::Playlist {
+            let stem = layout::without_extension(name);
+            let name_key = name_key(dir_key, stem, b'p');
+            let mut view = self.name_view(name_key);
+            if view.is_none() {
                 self.layout.learn_playlist(dir_key);
-                if let Some(p) = parent {
-                    return (
-                        group_of(p),
-                        Protocol::Hls,
-                        HlsPart::default(),
-                        Reason::Renditions,
-                    );
-                }
-                let stem = layout::without_extension(name);
-                self.layout.note_playlist(dir_key, stem);
-                let part = HlsPart {
-                    rendition: None,
-                    stem: self.intern_stem(stem) | FROM_PLAYLIST,
-                };
-                (group_of(dir), Protocol::Hls, part, Reason::PlaylistDir)
             }
-            What::Segment | What::Audio => {
-                let in_hls_dir = parent.is_some() || self.layout.is_playlist_dir(dir_key);
-                if what == What::Audio && !(in_hls_dir && layout::has_digit(name)) {
-                    return (group_of(path), Protocol::Icecast, HlsPart::default(), Reason::Mount);
-                }
-                let reason = if what == What::Audio {
-                    Reason::PackedAudio
-                } else {
-                    Reason::Segments
-                };
-                let init = name.len() >= 4 && name[..4].eq_ignore_ascii_case(b"init");
-                if let Some(p) = parent {
-                    let rendition = (!init).then(|| self.rendition_named(dir_name(dir)));
+            let dir_view = self.dir_view(tenant, dir, dir_key);
+            if dir_view.parent_len > 0 {
+                let parent = &dir[..dir_view.parent_len as usize];
+                return (group_of(parent), Protocol::Hls, HlsPart::default(), Reason::Renditions);
+            }
+            let part = match view.take() {
+                Some(v) => v,
+                None => {
+                    self.layout.note_playlist(dir_key, stem);
                     let part = HlsPart {
-                        rendition,
-                        stem: 0,
+                        rendition: None,
+                        stem: self.intern_stem(stem) | FROM_PLAYLIST,
                     };
-                    return (group_of(p), Protocol::Hls, part, Reason::Renditions);
+                    self.keep_name_view(name_key, part);
+                    part
                 }
-                let owner = layout::owner_stem(name);
+            };
+            return (group_of(dir), Protocol::Hls, part, Reason::PlaylistDir);
+        }
+        let dir_view = self.dir_view(tenant, dir, dir_key);
+        let in_hls_dir = dir_view.parent_len > 0 || dir_view.playlist_dir;
+        if what == What::Audio && !(in_hls_dir && layout::has_digit(name)) {
+            return (group_of(path), Protocol::Icecast, HlsPart::default(), Reason::Mount);
+        }
+        let reason = if what == What::Audio {
+            Reason::PackedAudio
+        } else {
+            Reason::Segments
+        };
+        let init = name.len() >= 4 && name[..4].eq_ignore_ascii_case(b"init");
+        if dir_view.parent_len > 0 {
+            let parent = &dir[..dir_view.parent_len as usize];
+            let rendition = (!init).then(|| self.rendition_named(dir_name(dir)));
+            let part = HlsPart {
+                rendition,
+                stem: 0,
+            };
+            return (group_of(parent), Protocol::Hls, part, Reason::Renditions);
+        }
+        let owner = layout::owner_stem(name);
+        let name_key = name_key(dir_key, owner, b's');
+        let mut part = match self.name_view(name_key) {
+            Some(part) => part,
+            None => {
                 self.layout.note_segment(dir_key, owner);
-                let rendition = if init {
-                    None
-                } else {
-                    Some(self.rendition_of_segment(name))
-                };
                 let part = HlsPart {
-                    rendition,
+                    rendition: Some(self.rendition_of_segment(name)),
                     stem: self.intern_stem(owner),
                 };
-                (group_of(dir), Protocol::Hls, part, reason)
+                self.keep_name_view(name_key, part);
+                part
             }
+        };
+        if init {
+            part.rendition = None;
         }
+        (group_of(dir), Protocol::Hls, part, reason)
+    }
+
+    /// What the layout says of a directory, cached until it learns something new.
+    #[inline]
+    fn dir_view(&mut self, tenant: &[u8], dir: &[u8], dir_key: u64) -> DirView {
+        let epoch = self.layout.epoch();
+        if let Some(v) = self.dir_views.get(dir_key)
+            && v.epoch == epoch
+        {
+            return *v;
+        }
+        // The directory above, when it serves playlists itself (the root never counts).
+        let parent_len = layout::parent(dir)
+            .filter(|p| *p != b"/")
+            .filter(|p| self.layout.is_playlist_dir(layout::key_of(tenant, p)))
+            .map_or(0, |p| p.len().min(u16::MAX as usize) as u16);
+        let view = DirView {
+            epoch,
+            playlist_dir: self.layout.is_playlist_dir(dir_key),
+            parent_len,
+        };
+        if self.dir_views.len() >= MAX_VIEWS {
+            self.dir_views.retain(|_| false);
+        }
+        self.dir_views.insert(dir_key, view);
+        view
+    }
+
+    /// What a playlist or segment name of a directory adds to a session, when it was worked
+    /// out under the layout's current epoch.
+    #[inline]
+    fn name_view(&self, key: u64) -> Option<HlsPart> {
+        let v = self.name_views.get(key)?;
+        (v.epoch == self.layout.epoch()).then_some(v.part)
+    }
+
+    fn keep_name_view(&mut self, key: u64, part: HlsPart) {
+        if self.name_views.len() >= MAX_VIEWS {
+            self.name_views.retain(|_| false);
+        }
+        let epoch = self.layout.epoch();
+        self.name_views.insert(key, NameView { epoch, part });
     }
 
     /// The rendition value of a sub-directory's name.
@@ -986,6 +1070,7 @@ impl Ingestor {
     fn forget_values(&mut self) {
         self.user_agents.clear();
         self.renditions.retain(|_| false);
+        self.name_views.retain(|_| false);
         self.listeners.retain(|e| e.open().is_some());
         let mut keep = Vec::new();
         for holder in self.open_hls.values() {

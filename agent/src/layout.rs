@@ -61,6 +61,9 @@ pub struct Layout {
     dirs: HashMap<u64, Stems>,
     /// Playlist directories not learned because the table was full.
     pub overflowed: u64,
+    /// Changes whenever something new is learned: what callers derived from the layout
+    /// under an older epoch must be derived again.
+    epoch: u32,
 }
 
 /// The saved form of a [`Layout`].
@@ -81,6 +84,13 @@ impl Layout {
             return;
         }
         self.playlist_dirs.insert(dir_key, ());
+        self.epoch = self.epoch.wrapping_add(1);
+    }
+
+    /// See the field.
+    #[inline]
+    pub fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     #[inline]
@@ -93,12 +103,16 @@ impl Layout {
         let key = stem_key(stem);
         let stems = self.dirs.entry(dir_key).or_default();
         if let Some(s) = stems.stems.iter_mut().find(|s| s.key == key) {
-            s.flags |= PLAYLIST;
+            if s.flags & PLAYLIST == 0 {
+                s.flags |= PLAYLIST;
+                self.epoch = self.epoch.wrapping_add(1);
+            }
         } else if stems.stems.len() < STEMS_PER_DIR {
             stems.stems.push(Stem {
                 key,
                 flags: PLAYLIST,
             });
+            self.epoch = self.epoch.wrapping_add(1);
         }
     }
 
@@ -109,8 +123,11 @@ impl Layout {
             return;
         };
         let key = stem_key(stem);
-        if let Some(s) = stems.stems.iter_mut().find(|s| s.key == key) {
+        if let Some(s) = stems.stems.iter_mut().find(|s| s.key == key)
+            && s.flags & OWN_SEGMENTS == 0
+        {
             s.flags |= OWN_SEGMENTS;
+            self.epoch = self.epoch.wrapping_add(1);
         }
     }
 
@@ -143,6 +160,7 @@ impl Layout {
             v.stems.truncate(STEMS_PER_DIR);
             self.dirs.insert(k, v);
         }
+        self.epoch = self.epoch.wrapping_add(1);
     }
 }
 
