@@ -187,8 +187,8 @@ async fn run(config_path: &Path) -> Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("cannot create state_dir {}", config.state_dir.display()))?;
     let db = config.database_path();
-    let store =
-        Store::open(&db).with_context(|| format!("cannot open the store {}", db.display()))?;
+    let store = Store::open_with_limits(&db, config.limits.store_limits())
+        .with_context(|| format!("cannot open the store {}", db.display()))?;
 
     let certs = tls::load_certs(&config.quic.cert_file).context("quic.cert_file")?;
     let fingerprint = tls::fingerprint(&certs[0]);

@@ -1,8 +1,9 @@
 //! `/metrics` in Prometheus' text format (0.0.4): live listeners per tenant, stream and
 //! protocol; the collector's own health (agents connected, batches, datagrams, API requests
-//! by status); and each agent's own counters — lines and malformed lines as merged from its
-//! batches (exactly once, so they survive restarts of either side), the rest from its latest
-//! health report.
+//! by status, names its bounds folded); and each agent's own counters — lines, malformed
+//! lines, requests that were not sessions and the agent's folds as merged from its batches
+//! (exactly once, so they survive restarts of either side), the rest from its latest health
+//! report.
 //!
 //! Why an admin token is required: the live counts of every tenant are on one page, and
 //! tenants' tokens must not read each other's audiences. Prometheus sends one with
@@ -128,6 +129,8 @@ pub(super) async fn metrics(
     })
     .await?;
     let totals: BTreeMap<String, _> = totals.into_iter().collect();
+    let store = st.store.clone();
+    let collector_folds = super::blocking(move || store.collector_folds()).await?;
 
     let mut e = Exposition::default();
     e.family(
@@ -235,6 +238,18 @@ pub(super) async fn metrics(
         load(&link.health_reports),
     );
     e.family(
+        "earshot_collector_folded_total",
+        "counter",
+        "Distinct names the collector's [limits] folded into (other) on merge, by tenant and what (stream or a dimension), summed over UTC hours.",
+    );
+    for ((tenant, what), n) in &collector_folds {
+        e.sample(
+            "earshot_collector_folded_total",
+            &[("tenant", tenant), ("what", what)],
+            n,
+        );
+    }
+    e.family(
         "earshot_api_requests_total",
         "counter",
         "HTTP API responses by status code (a live/stream counts when it starts).",
@@ -294,6 +309,34 @@ pub(super) async fn metrics(
             e.sample(
                 "earshot_agent_malformed_lines_total",
                 &[("agent", id), ("reason", reason)],
+                n,
+            );
+        }
+    }
+    e.family(
+        "earshot_agent_not_sessions_total",
+        "counter",
+        "Successful (2xx) requests that were not audio and so no session, by tenant and kind (document, image, script, player_file, status_page, method, other, ignored), from the agent's merged batches.",
+    );
+    for (id, t) in &totals {
+        for ((tenant, kind), n) in t.iter().flat_map(|t| t.not_sessions.iter()) {
+            e.sample(
+                "earshot_agent_not_sessions_total",
+                &[("agent", id), ("tenant", tenant), ("kind", kind)],
+                n,
+            );
+        }
+    }
+    e.family(
+        "earshot_agent_folded_total",
+        "counter",
+        "Distinct names the agent folded into (other) by its cardinality bounds, by tenant and what (stream or a dimension), from its merged batches.",
+    );
+    for (id, t) in &totals {
+        for ((tenant, what), n) in t.iter().flat_map(|t| t.folded.iter()) {
+            e.sample(
+                "earshot_agent_folded_total",
+                &[("agent", id), ("tenant", tenant), ("what", what)],
                 n,
             );
         }

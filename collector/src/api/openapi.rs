@@ -216,7 +216,7 @@ pub fn document() -> Value {
             ),
             "/api/v1/tenants/{tenant}/streaming/by/{dimension}": streaming_op(
                 "A breakdown by one dimension",
-                "Rows sorted by sessions, highest first (ties by value). stream and protocol come from the rollup keys and carry the summary's metrics (peak_concurrent only for stream). client, device, os, country, referrer and source come from per-quarter-hour counters; their unique_listeners come from per-hour sketches (whole UTC hours overlapping the range). An unknown dimension is a 404.",
+                "Rows sorted by sessions, highest first (ties by value). stream and protocol come from the rollup keys and carry the summary's metrics (peak_concurrent only for stream). client, device, os, country, referrer, source and rendition (the HLS rendition, `none` for progressive streams) come from per-quarter-hour counters; their unique_listeners come from per-hour sketches (whole UTC hours overlapping the range). Per tenant and UTC hour the store keeps at most [limits] max_streams streams and max_values values per dimension: names beyond are merged into the row `(other)`, so rows sum to the totals. An unknown dimension is a 404.",
                 &["Dimension"],
                 "Breakdown"
             )
@@ -225,7 +225,7 @@ pub fn document() -> Value {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API token; the collector keeps only its SHA-256. A token reads the tenants of its scope, or all with the admin scope."}},
             "parameters": {
                 "Tenant": {"name": "tenant", "in": "path", "required": true, "schema": {"type": "string"}},
-                "Dimension": {"name": "dimension", "in": "path", "required": true, "schema": {"type": "string", "enum": ["stream", "protocol", "client", "device", "os", "country", "referrer", "source"]}},
+                "Dimension": {"name": "dimension", "in": "path", "required": true, "schema": {"type": "string", "enum": crate::store::Breakdown::NAMES}},
                 "From": {"name": "from", "in": "query", "required": true, "description": "Start, RFC 3339 with an offset (2026-11-28T00:00:00Z, 2026-11-28T05:30:00+05:30); aligned down to the quarter-hour.", "schema": {"type": "string", "format": "date-time"}},
                 "To": {"name": "to", "in": "query", "required": true, "description": "End (exclusive), RFC 3339 with an offset; aligned up to the quarter-hour. Must be after `from`.", "schema": {"type": "string", "format": "date-time"}},
                 "Stream": {"name": "stream", "in": "query", "required": false, "description": "Only this stream (mount path or HLS stream); all streams when absent.", "schema": {"type": "string"}},
@@ -281,7 +281,7 @@ pub fn document() -> Value {
                 "Breakdown": with(header_properties(), json!({
                     "dimension": {"type": "string"},
                     "unique_listeners_exact_across_epochs": {"type": "boolean"},
-                    "unique_listeners_resolution": {"type": "string", "enum": ["quarter", "hour"], "description": "hour for the session attributes (client … source)."},
+                    "unique_listeners_resolution": {"type": "string", "enum": ["quarter", "hour"], "description": "hour for the session attributes (client … rendition)."},
                     "rows": {"type": "array", "items": {"$ref": "#/components/schemas/BreakdownRow"}}
                 }))
             }
@@ -470,7 +470,7 @@ fn add_live_and_metrics(doc: &mut Value) {
     let paths = &mut doc["paths"];
     paths["/metrics"] = json!({"get": {
         "summary": "Prometheus metrics",
-        "description": "Prometheus text format 0.0.4. Live listeners (earshot_live_listeners{tenant,stream,protocol}); the collector's health: earshot_agents_connected, earshot_batches_merged_total, earshot_live_datagrams_total, earshot_api_requests_total{status} and more; per agent (label agent): earshot_agent_up, earshot_agent_lines_total and earshot_agent_malformed_lines_total{reason} (from merged batches), earshot_agent_sessions_open, earshot_agent_spool_batches, earshot_agent_spool_bytes, earshot_agent_send_failures_total, earshot_agent_live_sent_total, earshot_agent_live_dropped_total, earshot_agent_live_polls_failed_total (from the agent's last health report). Needs a token with the admin scope: every tenant's audience is on this page.",
+        "description": "Prometheus text format 0.0.4. Live listeners (earshot_live_listeners{tenant,stream,protocol}); the collector's health: earshot_agents_connected, earshot_batches_merged_total, earshot_live_datagrams_total, earshot_api_requests_total{status}, earshot_collector_folded_total{tenant,what} (distinct names the collector's [limits] folded into (other) on merge, per UTC hour, what = stream or a dimension; kept in the store across restarts) and more; per agent (label agent): earshot_agent_up, earshot_agent_lines_total, earshot_agent_malformed_lines_total{reason}, earshot_agent_not_sessions_total{tenant,kind} (2xx requests that were not audio: document, image, script, player_file, status_page, method, other, ignored) and earshot_agent_folded_total{tenant,what} (names the agent folded into (other)) (from merged batches), earshot_agent_sessions_open, earshot_agent_spool_batches, earshot_agent_spool_bytes, earshot_agent_send_failures_total, earshot_agent_live_sent_total, earshot_agent_live_dropped_total, earshot_agent_live_polls_failed_total (from the agent's last health report). Needs a token with the admin scope: every tenant's audience is on this page.",
         "responses": {
             "200": {"description": "OK", "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}},
             "401": {"$ref": "#/components/responses/E401"},

@@ -1,6 +1,9 @@
 //! Merging a batch: one transaction that adds every rollup into the quarter, minute and hour
 //! tables, adds the same data into the day tables, and records the batch.
 //!
+//! The cardinality bounds ([`bounds`]) rewrite the batch's rollups first, in the same
+//! transaction, so a batch's folds commit (or not) with its merge.
+//!
 //! Counters are added by upserts; sketches are read, unioned and written back. Day-level
 //! deltas are summed in memory first, so a batch holding a whole day of hours writes each day
 //! row once. Concurrency only ever grows under a merge (every minute count is a sum of
@@ -17,6 +20,7 @@ use earshot_common::time::{DAY_MS, HOUR_MS, MINUTE_MS, QUARTER_MS, floor_to};
 use earshot_common::wire::Batch;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
+use super::bounds::{self, FoldNote, Limits};
 use super::{MergeOutcome, StoreError, decode_sketch, encode_sketch};
 
 /// SQLite integers are signed; counters beyond `i64::MAX` saturate.
@@ -211,22 +215,27 @@ fn raise_peak(slot: &mut (u64, i64), listeners: u64, minute_ms: i64) {
     }
 }
 
+/// Merges the batch (its rollups within `limits`) unless it was merged before; returns what
+/// the bounds folded, to be logged once committed.
 pub fn merge_batch(
     conn: &mut Connection,
     batch: &Batch,
     now_ms: i64,
-) -> Result<MergeOutcome, StoreError> {
+    limits: Limits,
+) -> Result<(MergeOutcome, Vec<FoldNote>), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let inserted = tx.execute(
         "INSERT OR IGNORE INTO merged_batches (agent_id, seq, merged_at_ms) VALUES (?1, ?2, ?3)",
         params![batch.agent_id, batch.seq as i64, now_ms],
     )?;
     if inserted == 0 {
-        return Ok(MergeOutcome::Duplicate);
+        return Ok((MergeOutcome::Duplicate, Vec::new()));
     }
     merge_agent_counters(&tx, batch, now_ms)?;
+    let (rollups, folds) = bounds::apply(&tx, &batch.rollups, limits)?;
     let mut days = DayDeltas::default();
-    for (key, rollup) in &batch.rollups {
+    for (key, rollup) in &rollups {
+        let (key, rollup): (&earshot_common::HourKey, &earshot_common::HourRollup) = (key, rollup);
         let (tenant, stream, hour_ms) = (&key.tenant, &key.stream, floor_to(key.hour_ms, HOUR_MS));
         let proto = rollup.protocol;
         let day_ms = floor_to(hour_ms, DAY_MS);
@@ -325,7 +334,7 @@ pub fn merge_batch(
     }
     write_days(&tx, days)?;
     tx.commit()?;
-    Ok(MergeOutcome::Merged)
+    Ok((MergeOutcome::Merged, folds))
 }
 
 fn write_days(tx: &Transaction, days: DayDeltas) -> Result<(), StoreError> {
@@ -457,6 +466,20 @@ fn merge_agent_counters(tx: &Transaction, batch: &Batch, now_ms: i64) -> Result<
              ON CONFLICT (agent_id, tenant, status) DO UPDATE SET lines = lines + excluded.lines",
         )?
         .execute(params![batch.agent_id, tenant, status, sql_int(*n)])?;
+    }
+    for ((tenant, kind), n) in &c.not_sessions {
+        tx.prepare_cached(
+            "INSERT INTO agent_not_sessions (agent_id, tenant, kind, requests) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (agent_id, tenant, kind) DO UPDATE SET requests = requests + excluded.requests",
+        )?
+        .execute(params![batch.agent_id, tenant, kind, sql_int(*n)])?;
+    }
+    for ((tenant, what), n) in &c.folded {
+        tx.prepare_cached(
+            "INSERT INTO agent_folded (agent_id, tenant, what, names) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (agent_id, tenant, what) DO UPDATE SET names = names + excluded.names",
+        )?
+        .execute(params![batch.agent_id, tenant, what, sql_int(*n)])?;
     }
     Ok(())
 }

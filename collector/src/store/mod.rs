@@ -9,15 +9,21 @@
 //! - the day rollups are the sum (sketches: the union) of that day's quarter rollups and the
 //!   day peaks the maximum of that day's minutes, because both are written by the same
 //!   transaction from the same batch;
+//! - per (tenant, UTC hour) at most [`Limits`] streams and values per dimension are stored,
+//!   the rest folded into `(other)` by the merge (totals stay exact; see `bounds`);
 //! - only one connection writes; readers use their own connections (WAL lets them run beside
 //!   the writer).
 
+mod bounds;
+#[cfg(test)]
+mod bounds_tests;
 mod merge;
 mod read;
 mod schema;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +38,7 @@ use crate::query::{
     PeakRow, Segment, TimeRange,
 };
 
+pub use bounds::{FoldNote, Limits, OTHER};
 pub use read::AgentTotals;
 pub use schema::SCHEMA_VERSION;
 
@@ -79,8 +86,17 @@ pub enum Breakdown {
 }
 
 impl Breakdown {
-    pub const NAMES: [&'static str; 8] = [
-        "stream", "protocol", "client", "device", "os", "country", "referrer", "source",
+    /// Every breakdown: the rollup keys, then [`earshot_common::Dimension::ALL`] in order.
+    pub const NAMES: [&'static str; 2 + earshot_common::Dimension::COUNT] = [
+        "stream",
+        "protocol",
+        "client",
+        "device",
+        "os",
+        "country",
+        "referrer",
+        "source",
+        "rendition",
     ];
 
     pub fn parse(s: &str) -> Option<Breakdown> {
@@ -108,6 +124,7 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
+    limits: Limits,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -126,14 +143,21 @@ pub(crate) fn decode_sketch(bytes: &[u8], table: &'static str) -> Result<UniqueS
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path` and migrates its schema.
+    /// Opens (creating if needed) the store at `path` and migrates its schema; merges keep
+    /// the default [`Limits`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_limits(path, Limits::default())
+    }
+
+    /// [`open`](Self::open), with merges keeping `limits`.
+    pub fn open_with_limits(path: &Path, limits: Limits) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         schema::configure(&conn)?;
         schema::migrate(&mut conn)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
+                limits,
                 writer: Mutex::new(conn),
                 readers: Mutex::new(Vec::new()),
             }),
@@ -144,12 +168,38 @@ impl Store {
         &self.inner.path
     }
 
-    /// Merges every rollup of the batch and records `(agent_id, seq)` in one transaction,
-    /// unless that pair was merged before.
+    pub fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    /// Merges every rollup of the batch (within the [`Limits`]) and records `(agent_id, seq)`
+    /// in one transaction, unless that pair was merged before. The first fold of a (tenant,
+    /// hour, what) is logged.
     pub fn merge_batch(&self, batch: &Batch) -> Result<MergeOutcome, StoreError> {
         let now_ms = jiff::Timestamp::now().as_millisecond();
-        let mut conn = self.inner.writer.lock().map_err(|_| StoreError::Poisoned)?;
-        merge::merge_batch(&mut conn, batch, now_ms)
+        let (outcome, folds) = {
+            let mut conn = self.inner.writer.lock().map_err(|_| StoreError::Poisoned)?;
+            merge::merge_batch(&mut conn, batch, now_ms, self.inner.limits)?
+        };
+        for f in folds.iter().filter(|f| f.first) {
+            let limit = if f.what == bounds::STREAM {
+                self.inner.limits.max_streams
+            } else {
+                self.inner.limits.max_values
+            };
+            let hour = jiff::Timestamp::from_millisecond(f.hour_ms)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| f.hour_ms.to_string());
+            tracing::warn!(
+                tenant = %f.tenant,
+                %hour,
+                what = %f.what,
+                agent = %batch.agent_id,
+                "the hour already holds {limit} names of `{}` ([limits]); further ones are merged into `{OTHER}` (earshot_collector_folded_total counts them)",
+                f.what,
+            );
+        }
+        Ok(outcome)
     }
 
     /// Deletes rollups (and batch records) older than `older_than_ms`, rounded down to a UTC
@@ -172,6 +222,8 @@ impl Store {
             ("day_dims", "day_ms"),
             ("hour_dim_uniques", "hour_ms"),
             ("day_dim_uniques", "day_ms"),
+            ("hour_names", "hour_ms"),
+            ("hour_folds", "hour_ms"),
             ("merged_batches", "merged_at_ms"),
         ] {
             tx.execute(
@@ -198,9 +250,15 @@ impl Store {
         self.with_reader(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
     }
 
-    /// The agent's summed counters: (batches, lines, malformed lines by reason).
+    /// The agent's counters summed over its merged batches.
     pub fn agent_counters(&self, agent_id: &str) -> Result<Option<read::AgentTotals>, StoreError> {
         self.with_reader(|c| read::agent_totals(c, agent_id))
+    }
+
+    /// Names the collector's bounds folded into `(other)`, by (tenant, what), summed over the
+    /// hours (what: `stream` or a dimension).
+    pub fn collector_folds(&self) -> Result<BTreeMap<(String, String), u64>, StoreError> {
+        self.with_reader(read::folded_totals)
     }
 
     /// The metrics of DESIGN.md over the selection.

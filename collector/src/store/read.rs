@@ -294,6 +294,30 @@ pub struct AgentTotals {
     pub batches: u64,
     pub lines: u64,
     pub malformed: BTreeMap<String, u64>,
+    /// 2xx requests that were not sessions, by (tenant, kind).
+    pub not_sessions: BTreeMap<(String, String), u64>,
+    /// Names the agent folded into `(other)`, by (tenant, what).
+    pub folded: BTreeMap<(String, String), u64>,
+}
+
+/// `(text, text, count)` rows as a map.
+fn pair_counts(
+    conn: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> Result<BTreeMap<(String, String), u64>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(p, |r| {
+        Ok((
+            (r.get::<_, String>(0)?, r.get::<_, String>(1)?),
+            r.get::<_, i64>(2)?.max(0) as u64,
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn folded_totals(conn: &Connection) -> Result<BTreeMap<(String, String), u64>, StoreError> {
+    pair_counts(conn, "SELECT tenant, what, names FROM folded_totals", [])
 }
 
 pub fn agent_totals(conn: &Connection, agent_id: &str) -> Result<Option<AgentTotals>, StoreError> {
@@ -311,9 +335,21 @@ pub fn agent_totals(conn: &Connection, agent_id: &str) -> Result<Option<AgentTot
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
         })?
         .collect::<Result<_, _>>()?;
+    let not_sessions = pair_counts(
+        conn,
+        "SELECT tenant, kind, requests FROM agent_not_sessions WHERE agent_id = ?1",
+        [agent_id],
+    )?;
+    let folded = pair_counts(
+        conn,
+        "SELECT tenant, what, names FROM agent_folded WHERE agent_id = ?1",
+        [agent_id],
+    )?;
     Ok(Some(AgentTotals {
         batches: batches.max(0) as u64,
         lines: lines.max(0) as u64,
         malformed,
+        not_sessions,
+        folded,
     }))
 }

@@ -12,10 +12,10 @@ use rusqlite::{Connection, OptionalExtension};
 use super::StoreError;
 
 /// Bump together with a new entry in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 const V1: &str = "
 CREATE TABLE merged_batches (
@@ -175,6 +175,69 @@ CREATE TABLE day_dim_uniques (
     PRIMARY KEY (tenant, dim, day_ms, stream, value)
 ) WITHOUT ROWID;
 ";
+
+/// Version 2: the agents' counters of requests that are not sessions and of their own folds;
+/// the cardinality bounds (`[limits]`): the names stored per (tenant, UTC hour) — streams
+/// and each dimension's values, never `(other)` — and what was folded into `(other)`.
+/// A store of version 1 gets its stored names filled in, so its hours count against the
+/// bounds as if they had been merged under them.
+const V2: &str = "
+CREATE TABLE agent_not_sessions (
+    agent_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, tenant, kind)
+) WITHOUT ROWID;
+CREATE TABLE agent_folded (
+    agent_id TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    what TEXT NOT NULL,
+    names INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, tenant, what)
+) WITHOUT ROWID;
+
+-- what: 'stream' or a dimension's name.
+CREATE TABLE hour_names (
+    tenant TEXT NOT NULL,
+    hour_ms INTEGER NOT NULL,
+    what TEXT NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (tenant, hour_ms, what, name)
+) WITHOUT ROWID;
+-- The distinct names folded in the hour, as a sketch of their hashes (exact while small).
+CREATE TABLE hour_folds (
+    tenant TEXT NOT NULL,
+    hour_ms INTEGER NOT NULL,
+    what TEXT NOT NULL,
+    sketch BLOB NOT NULL,
+    PRIMARY KEY (tenant, hour_ms, what)
+) WITHOUT ROWID;
+-- Names folded, summed over the hours (never pruned: it backs a counter).
+CREATE TABLE folded_totals (
+    tenant TEXT NOT NULL,
+    what TEXT NOT NULL,
+    names INTEGER NOT NULL,
+    PRIMARY KEY (tenant, what)
+) WITHOUT ROWID;
+
+INSERT OR IGNORE INTO hour_names (tenant, hour_ms, what, name)
+    SELECT DISTINCT tenant, quarter_ms / 3600000 * 3600000, 'stream', stream FROM quarters
+    WHERE stream <> '(other)';
+INSERT OR IGNORE INTO hour_names (tenant, hour_ms, what, name)
+    SELECT DISTINCT tenant, minute_ms / 3600000 * 3600000, 'stream', stream FROM minutes
+    WHERE stream <> '(other)';
+INSERT OR IGNORE INTO hour_names (tenant, hour_ms, what, name)
+    SELECT DISTINCT tenant, quarter_ms / 3600000 * 3600000, dim, value FROM quarter_dims
+    WHERE value <> '(other)';
+INSERT OR IGNORE INTO hour_names (tenant, hour_ms, what, name)
+    SELECT DISTINCT tenant, hour_ms, dim, value FROM hour_dim_uniques
+    WHERE value <> '(other)';
+";
+
+/// The schema of version 1, for the migration test.
+#[cfg(test)]
+pub(super) const V1_SCHEMA: &str = V1;
 
 /// Connection settings for every connection (writer and readers).
 pub fn configure(conn: &Connection) -> Result<(), StoreError> {
