@@ -17,7 +17,14 @@ pub fn log_line(data: &[u8]) {
     if let Ok(Some(record)) = earshot_agent::logline::parse_line(data)
         && let Some(request) = &record.request
     {
-        let _ = ROUTER.route(record.backend, request.path, request.authority);
+        let _ = ROUTER.route(
+            record.backend,
+            Some(request.method),
+            request.path,
+            request.authority,
+        );
+        let (_, name) = earshot_agent::layout::dir_and_name(request.path);
+        let _ = earshot_agent::layout::rendition_of_name(name);
     }
 }
 
