@@ -485,6 +485,83 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn metrics_show_the_agents_counters_and_the_collectors_folds() {
+        use earshot_common::rollup::{HourKey, HourRollup};
+        use earshot_common::wire::{AgentCounters, Batch};
+        use std::collections::BTreeMap;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with_limits(
+            &dir.path().join("c.db"),
+            crate::store::Limits {
+                max_streams: 1,
+                max_values: 500,
+            },
+        )
+        .unwrap();
+        let rollup = |stream: &str| {
+            let mut r = HourRollup::new(Protocol::Icecast);
+            r.quarters[0].sessions = 1;
+            (
+                HourKey {
+                    tenant: "radio1".into(),
+                    stream: stream.into(),
+                    hour_ms: 7_200_000,
+                },
+                r,
+            )
+        };
+        let batch = Batch {
+            agent_id: "a1".into(),
+            seq: 1,
+            rollups: vec![rollup("/a.mp3"), rollup("/b.mp3"), rollup("/c.mp3")],
+            counters: AgentCounters {
+                lines: 9,
+                not_sessions: BTreeMap::from([(("radio1".into(), "image".into()), 4)]),
+                folded: BTreeMap::from([(("radio1".into(), "referrer".into()), 2)]),
+                ..Default::default()
+            },
+        };
+        store.merge_batch(&batch).unwrap();
+        let services = Services {
+            agents: Arc::new(crate::link::AgentBoard::new(["a1"])),
+            ..Default::default()
+        };
+        let config = ApiConfig {
+            tokens: vec![ApiToken {
+                name: "admin".into(),
+                token_sha256: token_digest("admin"),
+                tenants: vec!["*".into()],
+            }],
+            ..Default::default()
+        };
+        let router = router_with(store, Arc::new(config), services);
+        let resp = router
+            .oneshot(
+                Request::get("/metrics")
+                    .header("Authorization", "Bearer admin")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let m = text(resp).await;
+        for line in [
+            "earshot_agent_lines_total{agent=\"a1\"} 9\n",
+            "earshot_agent_not_sessions_total{agent=\"a1\",tenant=\"radio1\",kind=\"image\"} 4\n",
+            "earshot_agent_folded_total{agent=\"a1\",tenant=\"radio1\",what=\"referrer\"} 2\n",
+            // /a.mp3 and /b.mp3 weigh the same: /a.mp3 is kept by name, two are folded.
+            "earshot_collector_folded_total{tenant=\"radio1\",what=\"stream\"} 2\n",
+            "# TYPE earshot_collector_folded_total counter\n",
+            "# TYPE earshot_agent_not_sessions_total counter\n",
+            "# TYPE earshot_agent_folded_total counter\n",
+        ] {
+            assert!(m.contains(line), "{line:?} missing in:\n{m}");
+        }
+    }
+
+    #[tokio::test]
     async fn metrics_need_the_admin_scope_and_count_requests() {
         let api = api();
         record(&api.live, "agent-1", "/a \"b\".mp3", 3);

@@ -45,6 +45,21 @@ fn api() -> Api {
                 .entry((Dimension::Country, "DE".into()))
                 .or_default()
                 .insert(1);
+            // Renditions: 3 of 4 quarters from aac_128k, 1 from aac_64k.
+            for (i, q) in r.quarters.iter_mut().enumerate() {
+                let value = if i == 3 { "aac_64k" } else { "aac_128k" };
+                q.dims.insert(
+                    (Dimension::Rendition, value.into()),
+                    DimCounts {
+                        sessions: 2,
+                        listening_ms: 900_000,
+                    },
+                );
+                r.dim_uniques
+                    .entry((Dimension::Rendition, value.into()))
+                    .or_default()
+                    .insert(i as u64 % 2 + 1);
+            }
             (
                 HourKey {
                     tenant: "radio1".into(),
@@ -362,6 +377,38 @@ async fn timeseries_by_hour_lengths_and_breakdowns() {
     assert_eq!(b["rows"][0]["unique_listeners"], 1);
     assert_eq!(b["rows"][0]["share"], 1.0);
     assert_eq!(b["unique_listeners_resolution"], "hour");
+
+    // Two hours, each: aac_128k 3 quarters × 2 sessions × 900 s (listeners 1, 2, 1),
+    // aac_64k 1 quarter × 2 sessions × 900 s (listener 2).
+    let (s, _, b) = call(&api, &format!("{base}/by/rendition?{RANGE}"), t).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["dimension"], "rendition");
+    let rows: Vec<(String, u64, f64, u64, f64)> = b["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["value"].as_str().unwrap().to_owned(),
+                r["sessions"].as_u64().unwrap(),
+                r["listening_seconds"].as_f64().unwrap(),
+                r["unique_listeners"].as_u64().unwrap(),
+                r["share"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("aac_128k".to_string(), 12, 5400.0, 2, 0.75),
+            ("aac_64k".to_string(), 4, 1800.0, 1, 0.25)
+        ]
+    );
+    let (s, _, doc) = call(&api, "/api/v1/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let names = &doc["components"]["parameters"]["Dimension"]["schema"]["enum"];
+    assert_eq!(names, &json!(Breakdown::NAMES));
+    assert!(names.as_array().unwrap().contains(&json!("rendition")));
 
     let (_, _, b) = call(&api, &format!("{base}/by/stream?{RANGE}"), t).await;
     assert_eq!(b["rows"][0]["value"], "/live.mp3");
