@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Runs every earshot test. Installs what the tests need first: Debian's haproxy and icecast2
-# (the end-to-end tests run the real programs) when they are missing.
+# Runs every earshot test. Installs what the tests need first: Debian's haproxy, icecast2 and
+# ffmpeg (the end-to-end tests run the real programs) when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v icecast2 >/dev/null 2>&1 || need+=(icecast2)
+# Real HLS and Icecast clients (tests/e2e/real_clients.rs) and the segments they play.
+command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
 # Builds the small GeoIP database the country test uses.
 perl -MMaxMind::DB::Writer::Tree -e1 >/dev/null 2>&1 || need+=(libmaxmind-db-writer-perl)
 if [ ${#need[@]} -gt 0 ]; then
