@@ -2,6 +2,7 @@
 //! HAProxy where the feature touches it.
 
 mod apps;
+mod attacks;
 mod fault_crash;
 mod fault_http;
 mod fault_mangled;
