@@ -482,13 +482,27 @@ impl Accumulator {
     /// Forgets per-listener AQH time of quarters more than a day older than `now_ms`.
     pub fn prune(&mut self, now_ms: i64) {
         if self.aqh.len() + self.aqh_tenant.len() > MAX_AQH_ENTRIES {
+            // Down to three quarters of the bound, so that a flood does not make every line
+            // walk the maps: older quarters first, then listeners who already reached five
+            // minutes (counted; forgetting them could only count one again if another five
+            // minutes of theirs came in the same quarter), then everything.
+            let low = MAX_AQH_ENTRIES / 4 * 3;
+            let len = |a: &Self| a.aqh.len() + a.aqh_tenant.len();
             for keep in [2 * HOUR_MS, QUARTER_MS] {
                 let cutoff = floor_to(now_ms, QUARTER_MS) - keep;
                 self.aqh.retain(|&(_, q, _), _| q >= cutoff);
                 self.aqh_tenant.retain(|&(_, q, _), _| q >= cutoff);
-                if self.aqh.len() + self.aqh_tenant.len() <= MAX_AQH_ENTRIES {
+                if len(self) <= low {
                     break;
                 }
+            }
+            if len(self) > low {
+                self.aqh.retain(|_, ms| *ms < AQH_MS);
+                self.aqh_tenant.retain(|_, ms| *ms < AQH_MS);
+            }
+            if len(self) > low {
+                self.aqh.clear();
+                self.aqh_tenant.clear();
             }
         }
         if now_ms.saturating_sub(self.aqh_pruned_at) < HOUR_MS {
