@@ -9,7 +9,8 @@
 # memory and the wire bytes of what it would ship.
 # Usage: scripts/bench-ingest.sh [RAW-FILE [RSYSLOG-FILE [MIXED-FILE]]]
 # Environment: RUNS (3), LINES (5000000), STATIONS (200), LISTENERS (50000),
-# ATTACK_LINES (1000000), BENCH_DIR (/tmp/earshot-bench); a smaller LINES for a quick try.
+# ATTACK_LINES (1000000), ATTACK_TIMEOUT (600 s per attack run), BENCH_DIR (/tmp/earshot-bench);
+# a smaller LINES for a quick try.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v halog >/dev/null || { echo "halog is in Debian's haproxy package: apt-get install haproxy" >&2; exit 1; }
@@ -21,6 +22,7 @@ lines_target=${LINES:-5000000}
 stations=${STATIONS:-200}
 listeners=${LISTENERS:-50000}
 attack_lines=${ATTACK_LINES:-1000000}
+attack_timeout=${ATTACK_TIMEOUT:-600}
 dir=${BENCH_DIR:-/tmp/earshot-bench}
 # The default size keeps its old file names; other sizes get their own.
 suffix=""
@@ -107,12 +109,19 @@ for kind in random-mounts random-source random-referer random-ua random-ip; do
     fi
     cat "$file" > /dev/null
     out=$(mktemp) report=$(mktemp)
-    /usr/bin/time -o "$out" -f "%e %U %S %M" \
-        target/release/earshot-agent ingest --dry-run "$file" > "$report" 2> /dev/null
-    python3 - "$kind" "$out" "$report" "$truth" <<'PY'
+    # An attack that makes the agent crawl must not stall the benchmark: cut it at
+    # ATTACK_TIMEOUT and say so (the peak memory is then the peak until then).
+    status=0
+    /usr/bin/time -o "$out" -f "%e %U %S %M" timeout "$attack_timeout" \
+        target/release/earshot-agent ingest --dry-run "$file" > "$report" 2> /dev/null || status=$?
+    python3 - "$kind" "$out" "$report" "$truth" "$status" "$attack_timeout" <<'PY'
 import json, sys
-kind, timing, report, truth = sys.argv[1:]
-wall, user, sys_, rss = map(float, open(timing).read().split())
+kind, timing, report, truth, status, limit = sys.argv[1:]
+wall, user, sys_, rss = map(float, open(timing).read().split()[-4:])
+if status != "0":
+    print(f"{kind:<16} did not finish: exit {status} after {wall:.0f} s (limit {limit} s),"
+          f" {user + sys_:.0f} s CPU, {rss / 1024:.1f} MB peak so far")
+    sys.exit(0)
 r = json.load(open(report))
 t = json.load(open(truth))
 a = r["tenants"].get(t["tenant"], {})

@@ -8,7 +8,10 @@
 //! How it works: [`plan`] draws listeners and, for each, a timeline of sessions (progressive
 //! sessions are one line written at their end; HLS sessions are a replayable walk of requests,
 //! see [`hls`]), then [`emit`] merges every session's lines per host in write-time order with a
-//! heap and streams them to rotated files. Nothing holds the lines in memory.
+//! heap and streams them to rotated files. Nothing holds the lines in memory. `layout` says
+//! how each station's URLs look ([`Layouts::Classic`], or [`Layouts::Mixed`]: Icecast,
+//! AzuraCast, Wowza, nginx-rtmp, CMAF and CDN stations) and names their streams and renditions
+//! as docs/traffic.md does; [`attack`] writes files where one field is new on every line.
 
 #![forbid(unsafe_code)]
 
