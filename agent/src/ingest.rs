@@ -47,6 +47,8 @@ const MAX_STREAM_KEYS: usize = 262_144;
 /// The group a request's stream is decided from: a prefix of its path, or a rule's name.
 enum Group<'p> {
     Line(&'p [u8]),
+    /// The request's own directory, with its key (the same as its stream key).
+    Dir(&'p [u8], u64),
     Configured,
 }
 
@@ -569,11 +571,12 @@ impl Ingestor {
             return None;
         }
         let (group, protocol, hls, reason) = self.resolve(tenant, &stream, path, what);
-        let group: &[u8] = match &group {
-            Group::Line(g) => g,
-            Group::Configured => stream.as_bytes(),
+        let (group, known_key): (&[u8], Option<u64>) = match group {
+            Group::Line(g) => (g, None),
+            Group::Dir(g, key) => (g, Some(key)),
+            Group::Configured => (stream.as_bytes(), None),
         };
-        let stream_key = stream_key(tenant, group);
+        let stream_key = known_key.unwrap_or_else(|| stream_key(tenant, group));
         let slot = match self.streams.get(stream_key) {
             Some(&slot) => slot,
             None => self.intern(stream_key, tenant, group, protocol, reason, &stream),
@@ -683,7 +686,12 @@ impl Ingestor {
                     part
                 }
             };
-            return (group_of(dir), Protocol::Hls, part, Reason::PlaylistDir);
+            let group = if configured {
+                Group::Configured
+            } else {
+                Group::Dir(dir, dir_key)
+            };
+            return (group, Protocol::Hls, part, Reason::PlaylistDir);
         }
         let dir_view = self.dir_view(tenant, dir, dir_key);
         let in_hls_dir = dir_view.parent_len > 0 || dir_view.playlist_dir;
@@ -722,7 +730,12 @@ impl Ingestor {
         if init {
             part.rendition = None;
         }
-        (group_of(dir), Protocol::Hls, part, reason)
+        let group = if configured {
+            Group::Configured
+        } else {
+            Group::Dir(dir, dir_key)
+        };
+        (group, Protocol::Hls, part, reason)
     }
 
     /// What the layout says of a directory, cached until it learns something new.

@@ -20,10 +20,12 @@ const STEMS_PER_DIR: usize = 16;
 const PLAYLIST: u8 = 1;
 const OWN_SEGMENTS: u8 = 2;
 
-/// A 64-bit key of (tenant, bytes): rapidhash (v3) of `bytes` seeded with that of `tenant`.
+/// A 64-bit key of (tenant, bytes): rapidhash (v3) of `bytes` seeded with that of `tenant`
+/// (seeded with 0) — the same key the ingestor gives a (tenant, stream), so that an HLS
+/// stream named by its directory is looked up with the key its directory already has.
 pub fn key_of(tenant: &[u8], bytes: &[u8]) -> u64 {
     use rapidhash::v3::{RapidSecrets, rapidhash_v3_seeded};
-    let head = rapidhash_v3_seeded(tenant, &RapidSecrets::seed_cpp(0x6c61_796f_7574));
+    let head = rapidhash_v3_seeded(tenant, &RapidSecrets::seed_cpp(0));
     rapidhash_v3_seeded(bytes, &RapidSecrets::seed_cpp(head))
 }
 
