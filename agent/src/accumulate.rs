@@ -323,7 +323,9 @@ impl Accumulator {
     /// Whether a dimension's interned values are near their bound, so that
     /// [`Accumulator::forget_values`] should run at the next take.
     pub fn values_crowded(&self) -> bool {
-        self.values.iter().any(|v| v.len() > MAX_INTERNED_VALUES / 2)
+        self.values
+            .iter()
+            .any(|v| v.len() > MAX_INTERNED_VALUES / 2)
     }
 
     /// Forgets every interned value but the ones `keep` names (and value 0 and `(other)` of
@@ -367,7 +369,10 @@ impl Accumulator {
         }
         for a in self.admitted.values_mut() {
             for (d, set) in a.values.iter_mut().enumerate() {
-                *set = set.iter().filter_map(|v| remap[d].get(v).copied()).collect();
+                *set = set
+                    .iter()
+                    .filter_map(|v| remap[d].get(v).copied())
+                    .collect();
             }
         }
         remap
@@ -401,7 +406,10 @@ impl Accumulator {
         let folded_values;
         {
             let other_values = self.other_values;
-            let h = self.hours.entry((s.stream, start_hour)).or_insert_with(HourAcc::new);
+            let h = self
+                .hours
+                .entry((s.stream, start_hour))
+                .or_insert_with(HourAcc::new);
             let q = &mut h.quarters[start_q];
             q.q.sessions += 1;
             q.q.lengths[length_bucket(length)] += 1;
@@ -776,7 +784,13 @@ mod tests {
     }
 
     /// A 10-minute session of `listener` on `stream` from `start_ms` with `source`.
-    fn on(acc: &mut Accumulator, stream: &str, source: &str, listener: u64, start_ms: i64) -> Session {
+    fn on(
+        acc: &mut Accumulator,
+        stream: &str,
+        source: &str,
+        listener: u64,
+        start_ms: i64,
+    ) -> Session {
         let stream = acc.stream_id("t", stream, Protocol::Icecast);
         let mut dims = [0; Dimension::COUNT];
         dims[Dimension::Source as usize] = acc.value_id(Dimension::Source, source);
@@ -840,10 +854,7 @@ mod tests {
         assert_eq!(source_sessions(&first, "y"), 2);
         assert_eq!(source_sessions(&first, "z"), 0);
         assert_eq!(source_sessions(&first, OTHER), 1);
-        let uniques: u64 = first
-            .iter()
-            .map(|(_, r)| r.dim_uniques.len() as u64)
-            .sum();
+        let uniques: u64 = first.iter().map(|(_, r)| r.dim_uniques.len() as u64).sum();
         assert!(uniques > 0);
         let folded: std::collections::BTreeMap<_, _> = acc.take_folded().into_iter().collect();
         assert_eq!(folded[&("t".to_string(), "stream".to_string())], 1);
@@ -876,7 +887,11 @@ mod tests {
             let s = on(&mut acc, &format!("/x{i}.mp3"), "x", i, h);
             acc.add(&s);
         }
-        assert!(acc.streams.len() <= STREAM_CANDIDATES * 3 + 1, "{}", acc.streams.len());
+        assert!(
+            acc.streams.len() <= STREAM_CANDIDATES * 3 + 1,
+            "{}",
+            acc.streams.len()
+        );
         let r = acc.take();
         assert_eq!(r.len(), 4, "three streams and (other)");
         assert_eq!(totals(&r).0, 1000);

@@ -39,7 +39,9 @@ impl Reason {
             Reason::PlaylistDir => "HLS: playlists are fetched from this directory",
             Reason::Renditions => "HLS: renditions in sub-directories of this playlist directory",
             Reason::Segments => "HLS: media segments (.ts, .m4s, .mp4 …)",
-            Reason::PackedAudio => "HLS: numbered audio files in a playlist directory (packed audio)",
+            Reason::PackedAudio => {
+                "HLS: numbered audio files in a playlist directory (packed audio)"
+            }
             Reason::SeveralStreams => {
                 "HLS: one of several streams in one directory (playlists with segments of their own, no master)"
             }
@@ -113,7 +115,11 @@ pub fn render(
     let mut tenants: BTreeMap<String, BTreeMap<String, StreamLine>> = BTreeMap::new();
     for (&sid, &(requests, reason, protocol)) in &e.streams {
         let (tenant, stream) = (names.stream)(sid);
-        let line = tenants.entry(tenant).or_default().entry(stream).or_default();
+        let line = tenants
+            .entry(tenant)
+            .or_default()
+            .entry(stream)
+            .or_default();
         line.requests += requests;
         line.reason = line.reason.or(reason);
         line.protocol = line.protocol.or(protocol);

@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::accumulate::{Accumulator, AqhEntry, Session, StreamId, ValueId, default_value};
 use crate::clock::LogClock;
 use crate::config::{AgentConfig, valid_tenant};
-use crate::logline::{self, LineKind, LogRecord, Malformed};
-use crate::reader::Line;
 use crate::explain::{Explain, Reason};
 use crate::kind::NotSession;
 use crate::layout::{self, Layout, SavedLayout};
+use crate::logline::{self, LineKind, LogRecord, Malformed};
+use crate::reader::Line;
 use crate::route::{Route, Router, StreamName, What};
 use crate::table::KeyTable;
 use crate::useragent::UaClassifier;
@@ -112,11 +112,7 @@ struct ListenerInfo {
 const BOT: ValueId = 1 << 31;
 
 impl ListenerInfo {
-    fn new(
-        id: ListenerId,
-        [client, device, os, country]: [ValueId; 4],
-        bot: bool,
-    ) -> ListenerInfo {
+    fn new(id: ListenerId, [client, device, os, country]: [ValueId; 4], bot: bool) -> ListenerInfo {
         debug_assert!(country < BOT, "value ids stay under 2^31");
         ListenerInfo {
             id,
@@ -658,7 +654,12 @@ impl Ingestor {
             }
         };
         if what == What::Mount {
-            return (group_of(path), Protocol::Icecast, HlsPart::default(), Reason::Mount);
+            return (
+                group_of(path),
+                Protocol::Icecast,
+                HlsPart::default(),
+                Reason::Mount,
+            );
         }
         let (dir, name) = layout::dir_and_name(path);
         let dir_key = layout::key_of(tenant, dir);
@@ -672,7 +673,12 @@ impl Ingestor {
             let dir_view = self.dir_view(tenant, dir, dir_key);
             if dir_view.parent_len > 0 {
                 let parent = &dir[..dir_view.parent_len as usize];
-                return (group_of(parent), Protocol::Hls, HlsPart::default(), Reason::Renditions);
+                return (
+                    group_of(parent),
+                    Protocol::Hls,
+                    HlsPart::default(),
+                    Reason::Renditions,
+                );
             }
             let part = match view.take() {
                 Some(v) => v,
@@ -696,7 +702,12 @@ impl Ingestor {
         let dir_view = self.dir_view(tenant, dir, dir_key);
         let in_hls_dir = dir_view.parent_len > 0 || dir_view.playlist_dir;
         if what == What::Audio && !(in_hls_dir && layout::has_digit(name)) {
-            return (group_of(path), Protocol::Icecast, HlsPart::default(), Reason::Mount);
+            return (
+                group_of(path),
+                Protocol::Icecast,
+                HlsPart::default(),
+                Reason::Mount,
+            );
         }
         let reason = if what == What::Audio {
             Reason::PackedAudio
@@ -707,10 +718,7 @@ impl Ingestor {
         if dir_view.parent_len > 0 {
             let parent = &dir[..dir_view.parent_len as usize];
             let rendition = (!init).then(|| self.rendition_named(dir_name(dir)));
-            let part = HlsPart {
-                rendition,
-                stem: 0,
-            };
+            let part = HlsPart { rendition, stem: 0 };
             return (group_of(parent), Protocol::Hls, part, Reason::Renditions);
         }
         let owner = layout::owner_stem(name);
@@ -1201,7 +1209,11 @@ impl Ingestor {
         self.month_cache.1
     }
 
-    fn session_dims(&mut self, l: &ListenerInfo, s: &SessionLine<'_>) -> [ValueId; Dimension::COUNT] {
+    fn session_dims(
+        &mut self,
+        l: &ListenerInfo,
+        s: &SessionLine<'_>,
+    ) -> [ValueId; Dimension::COUNT] {
         let referer = match (self.referer_field, s.captured_request) {
             (Some(i), Some(block)) => logline::captured_field(block, i).and_then(referrer_host),
             _ => None,
@@ -1216,7 +1228,15 @@ impl Ingestor {
             (None, Some(h)) => self.acc.value_id(Dimension::Source, h),
             (None, None) => 0,
         };
-        [l.client, l.device, l.os, l.country(), referrer_id, source_id, 0]
+        [
+            l.client,
+            l.device,
+            l.os,
+            l.country(),
+            referrer_id,
+            source_id,
+            0,
+        ]
     }
 
     /// The state that must survive a restart: open HLS sessions, AQH progress and what
@@ -1289,8 +1309,10 @@ impl Ingestor {
                 continue;
             };
             if s.named_by_directory {
-                self.group_dirs
-                    .insert(sid, layout::key_of(s.tenant.as_bytes(), s.stream.as_bytes()));
+                self.group_dirs.insert(
+                    sid,
+                    layout::key_of(s.tenant.as_bytes(), s.stream.as_bytes()),
+                );
             }
             let dims = Dimension::ALL.map(|d| self.acc.value_id(d, &s.dims[d as usize]));
             // Held by an entry of its own, which no line's key finds: the listener's next
@@ -1319,7 +1341,12 @@ impl Ingestor {
                 referrer: dims[Dimension::Referrer as usize],
                 source: dims[Dimension::Source as usize],
                 rendition: dims[Dimension::Rendition as usize],
-                stem: stem | if s.stem_from_playlist { FROM_PLAYLIST } else { 0 },
+                stem: stem
+                    | if s.stem_from_playlist {
+                        FROM_PLAYLIST
+                    } else {
+                        0
+                    },
             };
             let mut entry = CachedListener::new(info);
             entry.set_open(open);
@@ -1366,7 +1393,11 @@ fn route_record<'r, 'a: 'r>(
         (None, Some(i), Some(block)) => logline::captured_field(block, i),
         _ => None,
     };
-    Some((router.route(r.backend, method, path, captured_host), path, query))
+    Some((
+        router.route(r.backend, method, path, captured_host),
+        path,
+        query,
+    ))
 }
 
 /// Counts a line that is not a session by its status, under its tenant (a tenant that is
@@ -1694,7 +1725,12 @@ mod tests {
         ta: i64,
         method: &str,
     ) {
-        let (h, m, s, ms) = (10 + t_ms / 3_600_000, t_ms / 60_000 % 60, t_ms / 1000 % 60, t_ms % 1000);
+        let (h, m, s, ms) = (
+            10 + t_ms / 3_600_000,
+            t_ms / 60_000 % 60,
+            t_ms / 1000 % 60,
+            t_ms % 1000,
+        );
         out.push((
             t_ms + ta,
             format!(
@@ -1716,8 +1752,20 @@ mod tests {
             for k in 0..60 {
                 let r = if k < 20 { "aac_lofi" } else { "aac_hifi" };
                 let t = t0 + k * 10_000;
-                layout_line(&mut l, t + 1000, &ip, "be_azura", &format!("/hls/azura/{r}.m3u8"));
-                layout_line(&mut l, t + 2000, &ip, "be_azura", &format!("/hls/azura/{r}_{}.aac", 100 + k));
+                layout_line(
+                    &mut l,
+                    t + 1000,
+                    &ip,
+                    "be_azura",
+                    &format!("/hls/azura/{r}.m3u8"),
+                );
+                layout_line(
+                    &mut l,
+                    t + 2000,
+                    &ip,
+                    "be_azura",
+                    &format!("/hls/azura/{r}_{}.aac", 100 + k),
+                );
             }
         }
         for n in 0..2i64 {
@@ -1725,16 +1773,40 @@ mod tests {
             layout_line(&mut l, t0, &ip, "be_wowza", "/live/wowza/playlist.m3u8");
             for k in 0..40 {
                 let t = t0 + k * 10_000;
-                layout_line(&mut l, t + 1000, &ip, "be_wowza", &format!("/live/wowza/chunklist_w{id}.m3u8"));
-                layout_line(&mut l, t + 2000, &ip, "be_wowza", &format!("/live/wowza/media_w{id}_{k}.aac"));
+                layout_line(
+                    &mut l,
+                    t + 1000,
+                    &ip,
+                    "be_wowza",
+                    &format!("/live/wowza/chunklist_w{id}.m3u8"),
+                );
+                layout_line(
+                    &mut l,
+                    t + 2000,
+                    &ip,
+                    "be_wowza",
+                    &format!("/live/wowza/media_w{id}_{k}.aac"),
+                );
             }
         }
         for (n, name) in ["a", "b", "a"].iter().enumerate() {
             let (ip, t0) = (format!("10.0.2.{}", n + 1), n as i64 * 2_000);
             for k in 0..30 {
                 let t = t0 + k * 10_000;
-                layout_line(&mut l, t + 1000, &ip, "be_nginx", &format!("/hls/{name}.m3u8"));
-                layout_line(&mut l, t + 2000, &ip, "be_nginx", &format!("/hls/{name}-{k}.ts"));
+                layout_line(
+                    &mut l,
+                    t + 1000,
+                    &ip,
+                    "be_nginx",
+                    &format!("/hls/{name}.m3u8"),
+                );
+                layout_line(
+                    &mut l,
+                    t + 2000,
+                    &ip,
+                    "be_nginx",
+                    &format!("/hls/{name}-{k}.ts"),
+                );
             }
         }
         for n in 0..2i64 {
@@ -1746,24 +1818,67 @@ mod tests {
                 if k % 10 == 0 {
                     layout_line(&mut l, t, &ip, "be_cmaf", &format!("/cmaf/st/{r}/init.mp4"));
                 }
-                layout_line(&mut l, t + 500, &ip, "be_cmaf", &format!("/cmaf/st/{r}/index.m3u8"));
-                layout_line(&mut l, t + 1500, &ip, "be_cmaf", &format!("/cmaf/st/{r}/seg_{k}.m4s"));
+                layout_line(
+                    &mut l,
+                    t + 500,
+                    &ip,
+                    "be_cmaf",
+                    &format!("/cmaf/st/{r}/index.m3u8"),
+                );
+                layout_line(
+                    &mut l,
+                    t + 1500,
+                    &ip,
+                    "be_cmaf",
+                    &format!("/cmaf/st/{r}/seg_{k}.m4s"),
+                );
             }
         }
         for k in 0..20 {
             let t = k * 10_000;
             let q = format!("?token={k:x}&expires=1700000000");
             if k == 0 {
-                layout_line(&mut l, t, "10.0.6.1", "be_cdn", &format!("/live/cdn/index.m3u8{q}"));
+                layout_line(
+                    &mut l,
+                    t,
+                    "10.0.6.1",
+                    "be_cdn",
+                    &format!("/live/cdn/index.m3u8{q}"),
+                );
             }
-            layout_line(&mut l, t + 500, "10.0.6.1", "be_cdn", &format!("/live/cdn/index_1.m3u8{q}"));
-            layout_line(&mut l, t + 1500, "10.0.6.1", "be_cdn", &format!("/live/cdn/index_1_{:05}.aac{q}", 40 + k));
+            layout_line(
+                &mut l,
+                t + 500,
+                "10.0.6.1",
+                "be_cdn",
+                &format!("/live/cdn/index_1.m3u8{q}"),
+            );
+            layout_line(
+                &mut l,
+                t + 1500,
+                "10.0.6.1",
+                "be_cdn",
+                &format!("/live/cdn/index_1_{:05}.aac{q}", 40 + k),
+            );
         }
-        for (n, path) in ["/live.mp3?nocache=123", "/stream", "/;stream.mp3", "/listen/st/radio.mp3"]
-            .iter()
-            .enumerate()
+        for (n, path) in [
+            "/live.mp3?nocache=123",
+            "/stream",
+            "/;stream.mp3",
+            "/listen/st/radio.mp3",
+        ]
+        .iter()
+        .enumerate()
         {
-            layout_line_with(&mut l, 600_000, &format!("10.0.4.{}", n + 1), "be_ice", path, 300_000, "GET");
+            layout_line_with(
+                &mut l,
+                600_000,
+                &format!("10.0.4.{}", n + 1),
+                "be_ice",
+                path,
+                300_000,
+                "GET",
+            );
         }
         for path in [
             "/status-json.xsl",
@@ -1777,8 +1892,24 @@ mod tests {
         ] {
             layout_line_with(&mut l, 700_000, "10.0.5.1", "be_ice", path, 5, "GET");
         }
-        layout_line_with(&mut l, 701_000, "10.0.5.1", "be_ice", "/live.mp3", 5, "HEAD");
-        layout_line_with(&mut l, 702_000, "10.0.5.1", "be_ice", "/live.mp3", 5, "OPTIONS");
+        layout_line_with(
+            &mut l,
+            701_000,
+            "10.0.5.1",
+            "be_ice",
+            "/live.mp3",
+            5,
+            "HEAD",
+        );
+        layout_line_with(
+            &mut l,
+            702_000,
+            "10.0.5.1",
+            "be_ice",
+            "/live.mp3",
+            5,
+            "OPTIONS",
+        );
         l.sort();
         let mut log = Vec::new();
         for (_, line) in l {
@@ -1815,7 +1946,11 @@ mod tests {
         let mut ingestor = ingestor();
         ingestor.listener_limit = MAX_CACHED_LISTENERS;
         let log = layouts_log();
-        let n = ingestor.feed_lines(log.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(Line::Text));
+        let n = ingestor.feed_lines(
+            log.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(Line::Text),
+        );
         let (rollups, counters) = sorted(ingestor);
         assert_eq!(counters.lines, n);
         let got = sessions_by(&rollups);
@@ -1874,7 +2009,10 @@ mod tests {
         // The same log fed in two halves, the state saved and restored between them, gives
         // what one pass gives.
         let log = layouts_log();
-        let lines: Vec<&[u8]> = log.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&[u8]> = log
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
         let mut whole = ingestor();
         whole.listener_limit = MAX_CACHED_LISTENERS;
         whole.feed_lines(lines.iter().map(|&l| Line::Text(l)));

@@ -145,8 +145,7 @@ impl Layout {
     pub fn save(&self) -> SavedLayout {
         let mut playlist_dirs: Vec<u64> = self.playlist_dirs.keys().copied().collect();
         playlist_dirs.sort_unstable();
-        let mut dirs: Vec<(u64, Stems)> =
-            self.dirs.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut dirs: Vec<(u64, Stems)> = self.dirs.iter().map(|(k, v)| (*k, v.clone())).collect();
         dirs.sort_unstable_by_key(|d| d.0);
         SavedLayout {
             playlist_dirs,
@@ -257,11 +256,19 @@ mod tests {
     fn names_give_stems_and_renditions() {
         // (name, owner stem, rendition), worked out by hand from docs/traffic.md.
         for (name, stem, rendition) in [
-            (&b"aac_lofi_17.aac"[..], &b"aac_lofi"[..], Some(&b"aac_lofi"[..])),
+            (
+                &b"aac_lofi_17.aac"[..],
+                &b"aac_lofi"[..],
+                Some(&b"aac_lofi"[..]),
+            ),
             (b"a-5.ts", b"a", Some(b"a")),
             (b"index_1_00042.aac", b"index_1", Some(b"index_1")),
             (b"media_w88_4.aac", b"media_w88", None),
-            (b"media_w88_b64000_4.aac", b"media_w88_b64000", Some(b"media_b64000")),
+            (
+                b"media_w88_b64000_4.aac",
+                b"media_w88_b64000",
+                Some(b"media_b64000"),
+            ),
             (b"seg_12.aac", b"seg", None),
             (b"seg12.aac", b"seg", None),
             (b"00042.aac", b"", None),
@@ -280,7 +287,10 @@ mod tests {
 
     #[test]
     fn directories_and_parents() {
-        assert_eq!(dir_and_name(b"/hls/st/a.aac"), (&b"/hls/st"[..], &b"a.aac"[..]));
+        assert_eq!(
+            dir_and_name(b"/hls/st/a.aac"),
+            (&b"/hls/st"[..], &b"a.aac"[..])
+        );
         assert_eq!(dir_and_name(b"/live.mp3"), (&b"/"[..], &b"live.mp3"[..]));
         assert_eq!(parent(b"/hls/st"), Some(&b"/hls"[..]));
         assert_eq!(parent(b"/hls"), Some(&b"/"[..]));
@@ -299,8 +309,11 @@ mod tests {
         l.note_segment(nginx, b"b");
         assert!(l.several_streams(nginx));
         // AzuraCast: a master (live) with no segments of its own.
-        for (stem, segments) in [(&b"live"[..], false), (b"aac_lofi", true), (b"aac_hifi", true)]
-        {
+        for (stem, segments) in [
+            (&b"live"[..], false),
+            (b"aac_lofi", true),
+            (b"aac_hifi", true),
+        ] {
             l.note_playlist(azuracast, stem);
             if segments {
                 l.note_segment(azuracast, stem);

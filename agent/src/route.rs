@@ -618,7 +618,12 @@ mod tests {
         let r = Router::new(&c.routing, &c.sessions);
         let get = Some(&b"GET"[..]);
         assert!(matches!(
-            r.route(b"be_shared", get, b"/x.mp3", Some(b"www.radio-a.example:443")),
+            r.route(
+                b"be_shared",
+                get,
+                b"/x.mp3",
+                Some(b"www.radio-a.example:443")
+            ),
             Route::Stream { tenant: b"a", .. }
         ));
         assert_eq!(

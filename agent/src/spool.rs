@@ -325,10 +325,10 @@ impl Spool {
                     },
                 )
                 .map_err(|error| SpoolError::Corrupt {
-                        path: self.path.clone(),
-                        seq,
-                        error,
-                    })?;
+                    path: self.path.clone(),
+                    seq,
+                    error,
+                })?;
                 Ok(Batch {
                     agent_id: agent_id.to_string(),
                     seq,

@@ -167,9 +167,9 @@ where
 {
     match postcard::from_bytes::<New>(bytes) {
         Ok(v) => Ok(v),
-        Err(e @ postcard::Error::DeserializeUnexpectedEnd) => {
-            postcard::from_bytes::<Old>(bytes).map(upgrade).map_err(|_| e)
-        }
+        Err(e @ postcard::Error::DeserializeUnexpectedEnd) => postcard::from_bytes::<Old>(bytes)
+            .map(upgrade)
+            .map_err(|_| e),
         Err(e) => Err(e),
     }
 }

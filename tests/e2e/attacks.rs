@@ -17,8 +17,14 @@ const MAX_VALUES: u64 = 25;
 fn attack(kind: AttackKind) -> (Value, earshot_loadgen::attack::AttackTruth) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("attack.log");
-    let truth = write_attack(kind, LINES, 5, earshot_loadgen::attack::default_start_ms(), &log)
-        .unwrap();
+    let truth = write_attack(
+        kind,
+        LINES,
+        5,
+        earshot_loadgen::attack::default_start_ms(),
+        &log,
+    )
+    .unwrap();
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
@@ -40,17 +46,32 @@ fn attack(kind: AttackKind) -> (Value, earshot_loadgen::attack::AttackTruth) {
 fn bounded(report: &Value, truth: &earshot_loadgen::attack::AttackTruth) -> Value {
     assert_eq!(report["lines"].as_u64(), Some(truth.lines));
     let t = report["tenants"][truth.tenant].clone();
-    assert_eq!(t["sessions"].as_u64(), Some(truth.qualifying_sessions), "{t}");
+    assert_eq!(
+        t["sessions"].as_u64(),
+        Some(truth.qualifying_sessions),
+        "{t}"
+    );
     let ls = t["listening_seconds"].as_f64().unwrap();
-    assert!((ls - truth.listening_seconds).abs() < 0.01, "{ls} vs {}", truth.listening_seconds);
+    assert!(
+        (ls - truth.listening_seconds).abs() < 0.01,
+        "{ls} vs {}",
+        truth.listening_seconds
+    );
     assert!(t["streams"].as_u64().unwrap() <= MAX_STREAMS + 1);
     for (dim, values) in t["breakdowns"].as_object().unwrap() {
         let values = values.as_object().unwrap();
         let kept = values.keys().filter(|v| *v != "(other)").count() as u64;
-        let bound = if dim == "stream" { MAX_STREAMS } else { MAX_VALUES };
+        let bound = if dim == "stream" {
+            MAX_STREAMS
+        } else {
+            MAX_VALUES
+        };
         assert!(kept <= bound, "{dim}: {kept} values kept");
         let sum: u64 = values.values().map(|n| n.as_u64().unwrap()).sum();
-        assert_eq!(sum, truth.qualifying_sessions, "{dim}: every session counted once");
+        assert_eq!(
+            sum, truth.qualifying_sessions,
+            "{dim}: every session counted once"
+        );
     }
     // A few MB at most on the wire, whatever the attack.
     assert!(report["wire_bytes"].as_u64().unwrap() < 4 << 20);

@@ -32,12 +32,20 @@ fn scenario() -> Scenario {
 /// AQH as the agents count it: each host's own, summed (a listener who moves between hosts
 /// within a quarter-hour counts on each host that saw five minutes of them, and on none
 /// that did not).
-fn aqh_per_host(sessions: &[TruthSession], tenant: &str, stream: Option<&str>, from: i64, to: i64) -> f64 {
-    let hosts: std::collections::BTreeSet<&str> = sessions.iter().map(|s| s.host.as_str()).collect();
+fn aqh_per_host(
+    sessions: &[TruthSession],
+    tenant: &str,
+    stream: Option<&str>,
+    from: i64,
+    to: i64,
+) -> f64 {
+    let hosts: std::collections::BTreeSet<&str> =
+        sessions.iter().map(|s| s.host.as_str()).collect();
     hosts
         .into_iter()
         .map(|h| {
-            let mine: Vec<TruthSession> = sessions.iter().filter(|s| s.host == h).cloned().collect();
+            let mine: Vec<TruthSession> =
+                sessions.iter().filter(|s| s.host == h).cloned().collect();
             truth::metrics(&mine, tenant, stream, from, to).aqh
         })
         .sum()
@@ -100,7 +108,11 @@ fn every_layout_gives_the_ground_truth_through_the_collector() {
     let w = generated.window_start_ms;
     let ranges = [
         ("all time", all_from, all_to),
-        ("cutting sessions", w + HOUR / 4 * 3, w + 2 * HOUR + HOUR / 4),
+        (
+            "cutting sessions",
+            w + HOUR / 4 * 3,
+            w + 2 * HOUR + HOUR / 4,
+        ),
     ];
     let tenants: Vec<&String> = want_breakdowns.keys().collect();
     assert!(tenants.len() >= 6, "every family has a tenant");
@@ -117,7 +129,8 @@ fn every_layout_gives_the_ground_truth_through_the_collector() {
         for dim in ["stream", "rendition"] {
             let got = breakdown(&d, tenant, dim, all_from, all_to);
             assert_eq!(
-                &got, &want_breakdowns[tenant.as_str()][dim],
+                &got,
+                &want_breakdowns[tenant.as_str()][dim],
                 "{tenant} by/{dim}"
             );
         }

@@ -108,7 +108,13 @@ pub(crate) fn ship_all(d: &Deployment, generated: &Generated) {
     }
 }
 
-pub(crate) fn summary(d: &Deployment, tenant: &str, stream: Option<&str>, from: i64, to: i64) -> Value {
+pub(crate) fn summary(
+    d: &Deployment,
+    tenant: &str,
+    stream: Option<&str>,
+    from: i64,
+    to: i64,
+) -> Value {
     let mut path = format!(
         "/api/v1/tenants/{tenant}/streaming/summary?from={}&to={}",
         rfc3339(from),
