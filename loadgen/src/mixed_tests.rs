@@ -2,51 +2,15 @@
 //! docs/traffic.md written only for this test: what the lines show must be the truth.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::Ipv6Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::attack::{AttackKind, write_attack};
 use crate::data::is_bot_ua;
+use crate::roundtrip_tests::{ip_key, temp_dir, unescape};
 use crate::{Generated, Layouts, Scenario, generate};
 
 const GAP_MS: i64 = 180_000;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("earshot-loadgen-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'#' {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
-}
-
-fn ip_key(ip: &str) -> String {
-    if let Some(v4) = ip.strip_prefix("::ffff:").filter(|r| r.contains('.')) {
-        return v4.to_string();
-    }
-    if ip.contains(':') {
-        let v6: Ipv6Addr = ip.parse().unwrap();
-        return format!(
-            "{}/64",
-            Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))
-        );
-    }
-    ip.to_string()
-}
 
 #[derive(Clone, Debug)]
 struct Req {

@@ -12,7 +12,7 @@ use crate::{Envelope, Generated, Scenario, generate, truth};
 
 const HLS_SESSION_GAP_MS: i64 = 180_000;
 
-fn temp_dir(tag: &str) -> PathBuf {
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "earshot-loadgen-{tag}-{}-{}",
@@ -34,7 +34,7 @@ fn read_lines(path: &Path) -> Vec<String> {
     BufReader::new(reader).lines().map(|l| l.unwrap()).collect()
 }
 
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -50,7 +50,7 @@ fn unescape(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-fn ip_key(ip: &str) -> String {
+pub(crate) fn ip_key(ip: &str) -> String {
     if let Some(v4) = ip.strip_prefix("::ffff:").filter(|r| r.contains('.')) {
         return v4.to_string();
     }
