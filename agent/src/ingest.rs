@@ -37,8 +37,6 @@ type ByStatus = HashMap<(u32, i32), u64>;
 /// listeners (25,000 entries at a time) fit.
 const MAX_CACHED_LISTENERS: usize = 98_304;
 const MAX_CACHED_USER_AGENTS: usize = 50_000;
-/// Segment names' renditions cached at most.
-const MAX_CACHED_RENDITIONS: usize = 65_536;
 /// Playlist and segment stems interned at most (past it, a stem is not told apart).
 const MAX_STEMS: usize = 65_536;
 /// (tenant, stream) keys remembered at most; past it, those folded into `(other)` go.
@@ -323,8 +321,6 @@ pub struct Ingestor {
     /// Interned stems (index 0: none).
     stems: Vec<Box<[u8]>>,
     stem_index: HashMap<Box<[u8]>, u32>,
-    /// [`layout::key_of`] of a segment name's owner stem → its rendition's value id.
-    renditions: KeyTable<Option<ValueId>>,
     /// See [`DirView`], [`NameView`].
     dir_views: KeyTable<DirView>,
     name_views: KeyTable<NameView>,
@@ -399,7 +395,6 @@ impl Ingestor {
             several: HashMap::default(),
             stems: vec![Box::default()],
             stem_index: HashMap::default(),
-            renditions: KeyTable::default(),
             dir_views: KeyTable::default(),
             name_views: KeyTable::default(),
             not_sessions: HashMap::default(),
@@ -587,6 +582,7 @@ impl Ingestor {
         let not_session = match slot {
             StreamSlot::NotUtf8 => Err("not_utf8"),
             StreamSlot::Ignored { tenant } => Ok(tenant),
+            // Logged at the start (`option logasap`): the real duration is never written.
             StreamSlot::Stream { .. } if r.logasap => Err("logasap_duration"),
             StreamSlot::Stream { .. } if r.duration_ms < 0 => Err("no_duration"),
             StreamSlot::Stream { .. } => {
@@ -606,7 +602,6 @@ impl Ingestor {
             }
         };
         match not_session {
-            // Logged at the start (`option logasap`): the real duration is never written.
             Ok(tenant) => *self.by_status.entry((tenant, r.status)).or_default() += 1,
             Err(reason) => self.count_malformed(reason),
         }
@@ -653,6 +648,14 @@ impl Ingestor {
                 Group::Line(g)
             }
         };
+        // The request's own directory, whose key is its stream key.
+        let own_dir = |dir: &'p [u8], key: u64| {
+            if configured {
+                Group::Configured
+            } else {
+                Group::Dir(dir, key)
+            }
+        };
         if what == What::Mount {
             return (
                 group_of(path),
@@ -692,12 +695,12 @@ impl Ingestor {
                     part
                 }
             };
-            let group = if configured {
-                Group::Configured
-            } else {
-                Group::Dir(dir, dir_key)
-            };
-            return (group, Protocol::Hls, part, Reason::PlaylistDir);
+            return (
+                own_dir(dir, dir_key),
+                Protocol::Hls,
+                part,
+                Reason::PlaylistDir,
+            );
         }
         let dir_view = self.dir_view(tenant, dir, dir_key);
         let in_hls_dir = dir_view.parent_len > 0 || dir_view.playlist_dir;
@@ -717,7 +720,22 @@ impl Ingestor {
         let init = name.len() >= 4 && name[..4].eq_ignore_ascii_case(b"init");
         if dir_view.parent_len > 0 {
             let parent = &dir[..dir_view.parent_len as usize];
-            let rendition = (!init).then(|| self.rendition_named(dir_name(dir)));
+            // A rendition's sub-directory: its name is the rendition.
+            let name_key = name_key(dir_key, b"", b'd');
+            let rendition = match self.name_view(name_key) {
+                Some(part) => part.rendition,
+                None => {
+                    let name = String::from_utf8_lossy(dir_name(dir));
+                    let id = self.acc.value_id(Dimension::Rendition, &name);
+                    let part = HlsPart {
+                        rendition: Some(id),
+                        stem: 0,
+                    };
+                    self.keep_name_view(name_key, part);
+                    part.rendition
+                }
+            };
+            let rendition = rendition.filter(|_| !init);
             let part = HlsPart { rendition, stem: 0 };
             return (group_of(parent), Protocol::Hls, part, Reason::Renditions);
         }
@@ -738,12 +756,7 @@ impl Ingestor {
         if init {
             part.rendition = None;
         }
-        let group = if configured {
-            Group::Configured
-        } else {
-            Group::Dir(dir, dir_key)
-        };
-        (group, Protocol::Hls, part, reason)
+        (own_dir(dir, dir_key), Protocol::Hls, part, reason)
     }
 
     /// What the layout says of a directory, cached until it learns something new.
@@ -788,42 +801,15 @@ impl Ingestor {
         self.name_views.insert(key, NameView { epoch, part });
     }
 
-    /// The rendition value of a sub-directory's name.
-    fn rendition_named(&mut self, name: &[u8]) -> ValueId {
-        let key = layout::key_of(b"dir", name);
-        if let Some(Some(id)) = self.renditions.get(key) {
-            return *id;
-        }
-        let id = self
-            .acc
-            .value_id(Dimension::Rendition, &String::from_utf8_lossy(name));
-        self.cache_rendition(key, id);
-        id
-    }
-
     /// The rendition value a same-directory segment's name gives (0, none, when it gives
     /// none).
     fn rendition_of_segment(&mut self, name: &[u8]) -> ValueId {
-        let owner = layout::owner_stem(name);
-        let key = layout::key_of(b"seg", owner);
-        if let Some(Some(id)) = self.renditions.get(key) {
-            return *id;
-        }
-        let id = match layout::rendition_of_name(name) {
+        match layout::rendition_of_name(name) {
             Some(r) => self
                 .acc
                 .value_id(Dimension::Rendition, &String::from_utf8_lossy(&r)),
             None => 0,
-        };
-        self.cache_rendition(key, id);
-        id
-    }
-
-    fn cache_rendition(&mut self, key: u64, id: ValueId) {
-        if self.renditions.len() >= MAX_CACHED_RENDITIONS {
-            self.renditions.retain(|_| false);
         }
-        self.renditions.insert(key, Some(id));
     }
 
     fn intern_stem(&mut self, stem: &[u8]) -> u32 {
@@ -1090,7 +1076,6 @@ impl Ingestor {
     /// whose ids are mapped to the new ones).
     fn forget_values(&mut self) {
         self.user_agents.clear();
-        self.renditions.retain(|_| false);
         self.name_views.retain(|_| false);
         self.listeners.retain(|e| e.open().is_some());
         let mut keep = Vec::new();
