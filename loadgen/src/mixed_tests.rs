@@ -11,7 +11,6 @@ use crate::{Generated, Layouts, Scenario, generate};
 
 const GAP_MS: i64 = 180_000;
 
-
 #[derive(Clone, Debug)]
 struct Req {
     host: String,
