@@ -380,16 +380,16 @@ impl AgentConfig {
         if self.spool.max_bytes < 64 * 1024 {
             return Err(invalid("spool.max_bytes", "must be at least 65536".into()));
         }
-        if !(1..=100_000).contains(&self.limits.max_streams) {
+        if !(1..=10_000).contains(&self.limits.max_streams) {
             return Err(invalid(
                 "limits.max_streams",
-                "must be between 1 and 100000".into(),
+                "must be between 1 and 10000 (as in the collector)".into(),
             ));
         }
-        if !(1..=100_000).contains(&self.limits.max_values) {
+        if !(1..=10_000).contains(&self.limits.max_values) {
             return Err(invalid(
                 "limits.max_values",
-                "must be between 1 and 100000".into(),
+                "must be between 1 and 10000 (as in the collector)".into(),
             ));
         }
         Ok(())
