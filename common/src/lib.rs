@@ -10,6 +10,7 @@ mod rollup_props;
 #[cfg(feature = "service")]
 pub mod sdnotify;
 pub mod sketch;
+pub mod tenant;
 pub mod time;
 pub mod wire;
 
