@@ -23,11 +23,6 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Where the shared reference material is (`../shared` beside the checkout).
-pub fn shared_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
-
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

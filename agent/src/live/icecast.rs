@@ -336,9 +336,11 @@ mod tests {
     use super::*;
 
     fn sample(name: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/reference/samples/icecast-2.4.4")
-            .join(name);
+        let p = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/data/icecast-2.4.4"
+        ))
+        .join(name);
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         // Some captures keep the HTTP head.
         match text

@@ -515,9 +515,8 @@ mod tests {
     use super::*;
 
     fn sample(path: &str) -> String {
-        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/reference/samples")
-            .join(path);
+        let p =
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data")).join(path);
         std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 

@@ -9,10 +9,9 @@ enum Class {
     Custom,
 }
 
-/// Every distinct HAProxy message in `shared/reference/samples/haproxy-2.6/` and
-/// `haproxy-3.2/` (captured 2026-11-28 from HAProxy 2.6.12 and 3.2.0, see FORMATS.md
-/// Appendix A), without its syslog envelope. The sample files hold these under the
-/// envelopes in [`ENVELOPES`].
+/// Every distinct HAProxy message in `tests/data/haproxy-2.6/` and `haproxy-3.2/` (captured
+/// 2026-11-28 from HAProxy 2.6.12 and 3.2.0, see `tests/data/README.md`), without its syslog
+/// envelope. The sample files hold these under the envelopes in [`ENVELOPES`].
 const SAMPLES: &[(&str, Class)] = &[
     (
         r##"::ffff:127.0.0.1:48818 [28/Nov/2026:04:30:06.560] fe_dual fe_dual/<NOSRV> 0/-1/-1/-1/0 200 73 - - LR-- 1/1/0/0/0 0/0 "GET /v4-on-dual-stack HTTP/1.1""##,
@@ -349,23 +348,13 @@ fn every_sample_payload_under_every_envelope() {
 
 #[test]
 fn every_line_of_the_sample_files() {
-    // The captured files live in the shared reference tree beside the repository. When it
-    // is not there (a bare clone), SAMPLES above still covers every distinct line.
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/samples");
-    if !dir.is_dir() {
-        eprintln!(
-            "{} not found: skipping the on-disk sample check",
-            dir.display()
-        );
-        return;
-    }
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data"));
     let mut checked = 0;
     for version in ["haproxy-2.6", "haproxy-3.2"] {
-        let Ok(entries) = std::fs::read_dir(dir.join(version)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
+        let entries = std::fs::read_dir(dir.join(version))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(version).display()));
+        for entry in entries {
+            let entry = entry.expect("read the fixture directory");
             let name = entry.file_name().to_string_lossy().into_owned();
             let is_log = name.ends_with(".stdout")
                 || name.ends_with(".stderr")

@@ -1,3 +1,4 @@
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -5,17 +6,34 @@ use regex::bytes::RegexBuilder;
 
 use super::*;
 
-const OPAWG_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/opawg");
+/// Where the OPAWG files are without `EARSHOT_OPAWG_DIR`: the reference tree beside the checkout.
+const DEFAULT_OPAWG_DIR: &str =
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference/opawg");
 
-/// The OPAWG directory, or `None` (with a note) where this checkout does not have it.
+/// The OPAWG pattern files (MIT, kept outside the repository as optional data), or `None`
+/// where they are absent.
 fn opawg_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(OPAWG_DIR);
+    optional_data_dir("OPAWG files", "EARSHOT_OPAWG_DIR", DEFAULT_OPAWG_DIR)
+}
+
+/// An optional data set's directory: `$var` if set, else `default`. When it is missing the
+/// test is skipped with a line on the real stderr (not the captured one, so the skip shows in
+/// every test run), or fails under `EARSHOT_REQUIRE_OPTIONAL_DATA=1`, so that CI, which has the
+/// data, cannot pass by skipping.
+fn optional_data_dir(what: &str, var: &str, default: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
     if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("note: {OPAWG_DIR} is absent; skipping the OPAWG test");
-        None
+        return Some(dir);
     }
+    let missing = format!(
+        "{what} not found at {}; set {var} to their directory",
+        dir.display()
+    );
+    if std::env::var_os("EARSHOT_REQUIRE_OPTIONAL_DATA").is_some_and(|v| v == "1") {
+        panic!("{missing} (EARSHOT_REQUIRE_OPTIONAL_DATA=1: a missing data set is a failure)");
+    }
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {missing}");
+    None
 }
 
 const U: &str = "unknown";
@@ -419,7 +437,7 @@ fn opawg_keeps_the_table_sensible() {
 }
 
 #[test]
-fn classify_is_fast_enough() {
+fn opawg_classify_is_fast_enough() {
     let Some(dir) = opawg_dir() else { return };
     let c = UaClassifier::with_opawg(&dir).expect("OPAWG loads");
     let reference = Reference::load(&dir);
