@@ -1,33 +1,94 @@
 #!/usr/bin/env bash
-# Runs every earshot test. Installs what the tests need first: Debian's haproxy, icecast2 and
-# ffmpeg (the end-to-end tests run the real programs) when they are missing.
-set -euo pipefail
+# Runs every earshot check, in steps that each report their own result:
+#
+#   provision  Debian's haproxy, icecast2, ffmpeg and libmaxmind-db-writer-perl (the end-to-end
+#              tests run the real programs) and rustup's clippy and rustfmt, when missing;
+#   fmt        cargo fmt --all --check;
+#   clippy     cargo clippy --workspace --all-targets -- -D warnings;
+#   doc        cargo doc --workspace --no-deps with rustdoc warnings as errors;
+#   package    scripts/package-test.sh: the .deb/.rpm built, installed, checked, purged (root
+#              only; skipped otherwise);
+#   build      cargo build --workspace --all-targets (the end-to-end tests run the binaries;
+#              benches and examples must compile too);
+#   test       cargo test --workspace --lib --bins --tests.
+#
+# A failing step does not stop the later ones; the summary at the end lists every step, and the
+# exit status is non-zero when any failed. Tests that need optional data from outside the
+# repository (the OPAWG user-agent files) say SKIPPED on stderr when it is absent, or fail under
+# EARSHOT_REQUIRE_OPTIONAL_DATA=1.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-need=()
-command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
-command -v icecast2 >/dev/null 2>&1 || need+=(icecast2)
-# Real HLS and Icecast clients (tests/e2e/real_clients.rs) and the segments they play.
-command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
-# Builds the small GeoIP database the country test uses.
-perl -MMaxMind::DB::Writer::Tree -e1 >/dev/null 2>&1 || need+=(libmaxmind-db-writer-perl)
-if [ ${#need[@]} -gt 0 ]; then
-    echo "installing ${need[*]} from Debian's packages"
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
-    # The packages start system services; the tests run their own instances.
-    $sudo_cmd systemctl stop haproxy icecast2 >/dev/null 2>&1 || true
-fi
+results=()
+failed=0
 
-# The packages: built, installed with dpkg, checked, run by hand, purged (needs root).
+# step NAME COMMAND...: runs COMMAND and records how it ended.
+step() {
+    local name=$1
+    shift
+    echo
+    echo "==> $name: $*"
+    local start=$SECONDS rc=0
+    "$@" || rc=$?
+    local took=$((SECONDS - start))
+    if [ "$rc" -eq 0 ]; then
+        results+=("ok       $name (${took} s)")
+    else
+        results+=("FAILED   $name (exit $rc, ${took} s)")
+        failed=1
+    fi
+}
+
+skipped() {
+    echo
+    echo "==> $1: skipped ($2)"
+    results+=("skipped  $1 ($2)")
+}
+
+provision() {
+    local need=()
+    command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+    command -v icecast2 >/dev/null 2>&1 || need+=(icecast2)
+    # Real HLS and Icecast clients (tests/e2e/real_clients.rs) and the segments they play.
+    command -v ffmpeg >/dev/null 2>&1 || need+=(ffmpeg)
+    # Builds the small GeoIP database the country test uses.
+    perl -MMaxMind::DB::Writer::Tree -e1 >/dev/null 2>&1 || need+=(libmaxmind-db-writer-perl)
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "installing ${need[*]} from Debian's packages"
+        local sudo_cmd=""
+        [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+        $sudo_cmd apt-get update -qq || return 1
+        DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null ||
+            return 1
+        # The packages start system services; the tests run their own instances.
+        $sudo_cmd systemctl stop haproxy icecast2 >/dev/null 2>&1 || true
+    fi
+    if command -v rustup >/dev/null 2>&1; then
+        local installed
+        installed=$(rustup component list --installed) || return 1
+        for component in clippy rustfmt; do
+            if ! grep -q "^$component" <<<"$installed"; then
+                rustup component add "$component" || return 1
+            fi
+        done
+    fi
+    cargo clippy --version && cargo fmt --version
+}
+
+step provision provision
+step fmt cargo fmt --all --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step doc env RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps
+# The packages: built, installed with dpkg, checked, run by hand, purged.
 if [ "$(id -u)" -eq 0 ]; then
-    scripts/package-test.sh
+    step package scripts/package-test.sh
 else
-    echo "package test skipped: it installs packages and needs root"
+    skipped package "it installs packages and needs root"
 fi
+step build cargo build --workspace --all-targets
+step test cargo test --workspace --lib --bins --tests -- --test-threads 2
 
-# The end-to-end tests run the real binaries.
-cargo build --workspace --bins
-cargo test --workspace --lib --bins --tests -- --test-threads 2
+echo
+echo "==> summary"
+printf '  %s\n' "${results[@]}"
+exit "$failed"

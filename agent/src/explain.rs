@@ -14,6 +14,15 @@ use crate::kind::NotSession;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// What was seen of a stream: requests, why it was taken for a stream, its protocol.
+type StreamSeen = (u64, Option<Reason>, Option<Protocol>);
+
+/// Per (tenant index, kind of non-session request): requests per path.
+type NotSessionPaths = HashMap<(u32, NotSession), HashMap<Box<[u8]>, u64>>;
+
+/// A kind of non-session request with its count and its most requested paths.
+type NotSessionTop<'a> = (NotSession, u64, Vec<(&'a [u8], u64)>);
+
 /// Paths kept per (tenant, kind) of requests that are not sessions.
 const PATHS_PER_KIND: usize = 1_000;
 /// Streams named alike (digits aside) from which a warning is given.
@@ -51,10 +60,10 @@ impl Reason {
 
 #[derive(Default)]
 pub struct Explain {
-    streams: HashMap<StreamId, (u64, Option<Reason>, Option<Protocol>)>,
+    streams: HashMap<StreamId, StreamSeen>,
     /// HLS directories found to hold several streams: their sessions are the streams'.
     split: std::collections::HashSet<StreamId, foldhash::fast::RandomState>,
-    not_sessions: HashMap<(u32, NotSession), HashMap<Box<[u8]>, u64>>,
+    not_sessions: NotSessionPaths,
 }
 
 impl Explain {
@@ -193,7 +202,7 @@ pub fn render(
             }
         }
         let tix = names.tenants.iter().position(|t| **t == **tenant);
-        let mut kinds: Vec<(NotSession, u64, Vec<(&[u8], u64)>)> = NotSession::ALL
+        let mut kinds: Vec<NotSessionTop<'_>> = NotSession::ALL
             .iter()
             .filter_map(|&kind| {
                 let total = counters
@@ -209,7 +218,7 @@ pub fn render(
                 Some((kind, total, top))
             })
             .collect();
-        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
         if !kinds.is_empty() {
             let _ = writeln!(out, "  not sessions:");
         }

@@ -5,9 +5,9 @@
 //! code in [`truth`], and never with `earshot-common` or `earshot-agent`: it is the reference
 //! the code under test is checked against, so it must not share that code's mistakes.
 //!
-//! How it works: [`plan`] draws listeners and, for each, a timeline of sessions (progressive
+//! How it works: `plan` draws listeners and, for each, a timeline of sessions (progressive
 //! sessions are one line written at their end; HLS sessions are a replayable walk of requests,
-//! see [`hls`]), then [`emit`] merges every session's lines per host in write-time order with a
+//! see `hls`), then `emit` merges every session's lines per host in write-time order with a
 //! heap and streams them to rotated files. Nothing holds the lines in memory. `layout` says
 //! how each station's URLs look ([`Layouts::Classic`], or [`Layouts::Mixed`]: Icecast,
 //! AzuraCast, Wowza, nginx-rtmp, CMAF and CDN stations) and names their streams and renditions
