@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use earshot_common::tenant::TenantName;
 use serde::Deserialize;
 
 use crate::ship::LinkConfig;
@@ -350,11 +351,11 @@ impl AgentConfig {
                 ));
             }
             if let Some(t) = &rule.tenant
-                && !valid_tenant(t)
+                && let Err(e) = TenantName::new(t.as_str())
             {
                 return Err(invalid(
                     &format!("routing.rules[{i}].tenant"),
-                    format!("{t:?} is not a tenant name (letters, digits, '-', '_', '.')"),
+                    e.to_string(),
                 ));
             }
         }
@@ -420,13 +421,9 @@ impl AgentConfig {
     }
 }
 
-/// Tenant names travel in URLs and SQL keys: keep them plain.
+/// Whether `name` is a tenant name: [`TenantName`]'s rule, the collector's too.
 pub fn valid_tenant(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    TenantName::is_valid(name)
 }
 
 #[cfg(test)]
@@ -487,6 +484,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("routing.rules[0].tenant"), "{e}");
+        assert!(e.contains("\"a b\" is not a tenant name"), "{e}");
+        assert!(e.contains(TenantName::RULE), "{e}");
+        assert!(parse("[[routing.rules]]\nmatch_backend = \"x\"\ntenant = \"..\"\n").is_err());
+        assert!(
+            parse("[[routing.rules]]\nmatch_backend = \"x\"\ntenant = \"radio-1.b_c\"\n").is_ok()
+        );
     }
 
     #[test]
