@@ -13,19 +13,34 @@
 #   test       cargo test --workspace --lib --bins --tests.
 #
 # A failing step does not stop the later ones; the summary at the end lists every step, and the
-# exit status is non-zero when any failed. Tests that need optional data from outside the
-# repository (the OPAWG user-agent files) say SKIPPED on stderr when it is absent, or fail under
-# EARSHOT_REQUIRE_OPTIONAL_DATA=1.
+# exit status is non-zero when any failed. `scripts/test.sh fmt clippy` runs only the steps
+# named. Tests that need optional data from outside the repository (the OPAWG user-agent files)
+# say SKIPPED on stderr when it is absent, or fail under EARSHOT_REQUIRE_OPTIONAL_DATA=1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+steps=(provision fmt clippy doc package build test)
+only=("$@")
+for name in "${only[@]}"; do
+    if ! printf '%s\n' "${steps[@]}" | grep -qx -- "$name"; then
+        echo "usage: scripts/test.sh [STEP...], each STEP one of: ${steps[*]}" >&2
+        exit 2
+    fi
+done
+
 results=()
 failed=0
+
+# Whether step $1 runs: every step when none is named, else only those named.
+chosen() {
+    [ ${#only[@]} -eq 0 ] || printf '%s\n' "${only[@]}" | grep -qx -- "$1"
+}
 
 # step NAME COMMAND...: runs COMMAND and records how it ended.
 step() {
     local name=$1
     shift
+    chosen "$name" || return 0
     echo
     echo "==> $name: $*"
     local start=$SECONDS rc=0
@@ -40,6 +55,7 @@ step() {
 }
 
 skipped() {
+    chosen "$1" || return 0
     echo
     echo "==> $1: skipped ($2)"
     results+=("skipped  $1 ($2)")
