@@ -2,24 +2,40 @@
 //! `apps/engagement`: day-resolution data, so `from`/`to` are dates (`YYYY-MM-DD`, or RFC 3339
 //! times taken as dates in the tenant's time zone) and the range is `[from, to)`. The
 //! numbers come from [`crate::apps`]; this is parameters and formatting.
+//!
+//! Built without the `apps` feature, the three routes answer 404 before any check, saying so.
 
+#[cfg(feature = "apps")]
 use std::collections::{BTreeSet, HashMap};
 
+#[cfg(feature = "apps")]
 use axum::Json;
+#[cfg(feature = "apps")]
 use axum::extract::rejection::{PathRejection, QueryRejection};
+#[cfg(feature = "apps")]
 use axum::extract::{Path, Query, State};
+#[cfg(feature = "apps")]
 use axum::http::{HeaderMap, StatusCode};
+#[cfg(feature = "apps")]
 use jiff::civil::Date;
+#[cfg(feature = "apps")]
 use jiff::tz::TimeZone;
+#[cfg(feature = "apps")]
 use serde_json::{Value, json};
 
+#[cfg(feature = "apps")]
 use super::{ApiError, ApiResult, AppState};
+#[cfg(feature = "apps")]
 use crate::apps::db::{AppsDbError, parse_store};
+#[cfg(feature = "apps")]
 use crate::apps::downloads::{self, DayGranularity};
+#[cfg(feature = "apps")]
 use crate::apps::engagement::{self, EngagementError};
+#[cfg(feature = "apps")]
 use crate::query;
 
 /// A day-range request after authentication and parameter checks.
+#[cfg(feature = "apps")]
 struct DayRequest {
     tenant: String,
     from: Date,
@@ -29,6 +45,7 @@ struct DayRequest {
     params: HashMap<String, String>,
 }
 
+#[cfg(feature = "apps")]
 impl DayRequest {
     fn header(&self) -> serde_json::Map<String, Value> {
         let mut m = serde_json::Map::new();
@@ -56,6 +73,7 @@ impl DayRequest {
 
 /// `YYYY-MM-DD`, or an RFC 3339 time as a date in `tz`; a `to` time after midnight counts
 /// its day in.
+#[cfg(feature = "apps")]
 fn parse_day(param: &str, value: Option<&str>, tz: &TimeZone) -> Result<Date, ApiError> {
     let value = value.ok_or_else(|| {
         ApiError::bad_request(format!(
@@ -80,6 +98,7 @@ fn parse_day(param: &str, value: Option<&str>, tz: &TimeZone) -> Result<Date, Ap
     Ok(d)
 }
 
+#[cfg(feature = "apps")]
 fn prepare_days(
     st: &AppState,
     headers: &HeaderMap,
@@ -125,11 +144,13 @@ fn prepare_days(
     })
 }
 
+#[cfg(feature = "apps")]
 fn db_error(e: AppsDbError) -> ApiError {
     tracing::error!(error = %e, "apps database query failed");
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
+#[cfg(feature = "apps")]
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AppsDbError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -143,6 +164,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `store=` and `app=` filters.
+#[cfg(feature = "apps")]
 fn store_and_app(
     req: &DayRequest,
 ) -> Result<(Option<crate::sources::Store>, Option<String>), ApiError> {
@@ -158,12 +180,14 @@ fn store_and_app(
     Ok((store, app))
 }
 
+#[cfg(feature = "apps")]
 fn downloads_db(st: &AppState) -> Result<std::sync::Arc<crate::apps::AppsDb>, ApiError> {
     st.services.apps.clone().ok_or_else(|| {
         ApiError::not_found("app downloads are not kept by this collector (no apps database)")
     })
 }
 
+#[cfg(feature = "apps")]
 pub(super) async fn downloads(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -193,6 +217,7 @@ pub(super) async fn downloads(
     Ok(Json(Value::Object(out)))
 }
 
+#[cfg(feature = "apps")]
 pub(super) async fn downloads_by(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -247,6 +272,7 @@ pub(super) async fn downloads_by(
     Ok(Json(Value::Object(out)))
 }
 
+#[cfg(feature = "apps")]
 pub(super) async fn engagement(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -290,4 +316,60 @@ pub(super) async fn engagement(
         out.extend(m);
     }
     Ok(Json(Value::Object(out)))
+}
+
+#[cfg(not(feature = "apps"))]
+pub(super) use absent::{downloads, downloads_by, engagement};
+
+#[cfg(not(feature = "apps"))]
+mod absent {
+    use super::super::{ApiError, ApiResult};
+    use crate::sources::WITHOUT_APPS;
+
+    pub(in super::super) async fn downloads() -> ApiResult {
+        Err(ApiError::not_found(WITHOUT_APPS))
+    }
+
+    pub(in super::super) async fn downloads_by() -> ApiResult {
+        Err(ApiError::not_found(WITHOUT_APPS))
+    }
+
+    pub(in super::super) async fn engagement() -> ApiResult {
+        Err(ApiError::not_found(WITHOUT_APPS))
+    }
+}
+
+#[cfg(all(test, not(feature = "apps")))]
+mod absent_tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn the_apps_routes_answer_404_saying_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("c.db")).unwrap();
+        let config = crate::config::CollectorConfig::parse("", std::path::Path::new("c.toml"))
+            .unwrap()
+            .api_config();
+        let router = super::super::router(store, std::sync::Arc::new(config));
+        for path in [
+            "/api/v1/tenants/radio1/apps/downloads?from=2026-01-01&to=2026-01-02",
+            "/api/v1/tenants/radio1/apps/downloads/by/country",
+            "/api/v1/tenants/radio1/apps/engagement",
+        ] {
+            let resp = router
+                .clone()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+            let body = to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                body.contains("built without the apps feature"),
+                "{path}: {body}"
+            );
+        }
+    }
 }

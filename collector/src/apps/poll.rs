@@ -290,3 +290,83 @@ pub async fn matomo_live_loop(
         }
     }
 }
+
+/// The configured app-store and Matomo clients, built before the collector starts so that a
+/// missing key file or a bad URL stops it with the key named.
+#[derive(Default)]
+pub struct Pollers {
+    appstore: Option<AppStoreClient>,
+    google_play: Option<GooglePlayClient>,
+    /// Also what `apps/engagement` answers from.
+    pub engagement: Option<Arc<crate::apps::EngagementSource>>,
+}
+
+impl Pollers {
+    pub fn open(
+        sources: &crate::config::SourcesConfig,
+        db: &Arc<AppsDb>,
+    ) -> anyhow::Result<Pollers> {
+        use anyhow::Context;
+        Ok(Pollers {
+            appstore: sources
+                .appstore
+                .clone()
+                .map(AppStoreClient::new)
+                .transpose()
+                .context("[sources.appstore]")?,
+            google_play: sources
+                .google_play
+                .clone()
+                .map(GooglePlayClient::new)
+                .transpose()
+                .context("[sources.google_play]")?,
+            engagement: sources
+                .matomo
+                .clone()
+                .map(MatomoClient::new)
+                .transpose()
+                .context("[sources.matomo]")?
+                .map(|c| Arc::new(crate::apps::EngagementSource::new(c, db.clone()))),
+        })
+    }
+
+    /// Starts a loop for each configured source.
+    pub fn spawn(
+        self,
+        db: &Arc<AppsDb>,
+        live: &Arc<LiveStore>,
+        shutdown: &CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some(c) = self.appstore {
+            tracing::info!(
+                apps = c.config().apps.len(),
+                "App Store Connect poller started"
+            );
+            tasks.push(tokio::spawn(appstore_loop(c, db.clone(), shutdown.clone())));
+        }
+        if let Some(c) = self.google_play {
+            tracing::info!(
+                packages = c.config().packages.len(),
+                "Google Play poller started"
+            );
+            tasks.push(tokio::spawn(google_play_loop(
+                c,
+                db.clone(),
+                shutdown.clone(),
+            )));
+        }
+        if let Some(e) = self.engagement {
+            tracing::info!(
+                sites = e.client().config().sites.len(),
+                "Matomo live poller started"
+            );
+            tasks.push(tokio::spawn(matomo_live_loop(
+                e,
+                live.clone(),
+                shutdown.clone(),
+            )));
+        }
+        tasks
+    }
+}
