@@ -1,5 +1,8 @@
-//! The `earshot-agent` command line. Errors become one clear message and exit code 1 (2 for
-//! usage errors, as clap does).
+//! The `earshot-agent` command line. A failure is one message on stderr and an exit code that
+//! says whose fault it is: 78 (EX_CONFIG) when the config is at fault (unreadable, not TOML,
+//! invalid, or naming a secret, a time zone or a data file that cannot be used), which no
+//! restart can fix (the systemd unit does not restart on it); 1 for any other failure; 2 for a
+//! usage error (as clap does).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,16 +11,23 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::config::AgentConfig;
-use crate::ingest::Ingestor;
+use crate::config::{AgentConfig, ConfigError};
+use crate::ingest::{IngestError, Ingestor};
 use crate::reader::LineReader;
 use crate::report::DryRunReport;
+
+/// EX_CONFIG of sysexits.h: the config is at fault.
+pub const EXIT_CONFIG: u8 = 78;
+
+const EXIT_CODES: &str = "Exit codes: 0 done, or stopped by SIGTERM/SIGINT; 1 failed; 2 usage \
+error; 78 the config is unreadable, not TOML or invalid (systemd does not restart on it).";
 
 #[derive(Parser)]
 #[command(
     name = "earshot-agent",
     version,
-    about = "Turns HAProxy logs into listener statistics and ships them to an earshot collector"
+    about = "Turns HAProxy logs into listener statistics and ships them to an earshot collector",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -76,9 +86,42 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("earshot-agent: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// [`EXIT_CONFIG`] when the config is at fault, else 1.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    let config_fault = e.chain().any(|cause| {
+        cause.is::<ConfigError>()
+            || matches!(
+                cause.downcast_ref(),
+                Some(
+                    IngestError::Config(_)
+                        | IngestError::UserAgents(_)
+                        | IngestError::Geo { .. }
+                        | IngestError::TimeZone(_)
+                )
+            )
+    });
+    if config_fault { EXIT_CONFIG } else { 1 }
+}
+
+/// What `check-config` checks, and `run` before it starts: the file, the identity secret,
+/// and what the ingestor builds from them (routing patterns, User-Agent and GeoIP files, the
+/// log time zone). `run` also needs a `[collector]` to ship to.
+fn check_whole(c: &AgentConfig, path: &Path, needs_collector: bool) -> Result<()> {
+    if needs_collector && c.collector.is_none() {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "collector".into(),
+            message: "`run` ships to a collector: the [collector] table is required".into(),
+        }
+        .into());
+    }
+    Ingestor::new(c, c.read_secret()?)?;
+    Ok(())
 }
 
 fn init_tracing() {
@@ -94,8 +137,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { config } => {
             let c = AgentConfig::load(&config)?;
-            c.read_secret()?;
-            Ingestor::new(&c, vec![0; 32])?;
+            check_whole(&c, &config, false)?;
             println!("{}: ok", config.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -155,6 +197,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run { config } => {
             let c = AgentConfig::load(&config)?;
+            check_whole(&c, &config, true)?;
             tracing::info!(config = %config.display(), files = c.inputs.files.len(), "earshot-agent starting");
             runtime()?.block_on(crate::daemon::run(c))?;
             Ok(ExitCode::SUCCESS)
@@ -211,4 +254,37 @@ pub fn feed_file(
         ingestor.feed_lines(lines);
     }
     Ok(reader.offset())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_config_faults_exit_78() {
+        let parse = AgentConfig::parse("[inputs\n", Path::new("a.toml")).unwrap_err();
+        assert_eq!(exit_code(&anyhow::Error::from(parse)), EXIT_CONFIG);
+        let zone = IngestError::TimeZone("Mars/Olympus".into());
+        let wrapped = anyhow::Error::from(zone).context("starting");
+        assert_eq!(exit_code(&wrapped), EXIT_CONFIG);
+        let state = IngestError::State("truncated".into());
+        assert_eq!(exit_code(&anyhow::Error::from(state)), 1);
+        let io = anyhow::Error::from(std::io::Error::from(std::io::ErrorKind::AddrInUse));
+        assert_eq!(exit_code(&io), 1);
+    }
+
+    #[test]
+    fn run_needs_a_collector_and_a_readable_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        let missing = dir.path().join("missing.secret");
+        let text = format!("secret_file = {:?}\n", missing.display().to_string());
+        let c = AgentConfig::parse(&text, &path).unwrap();
+        let e = check_whole(&c, &path, true).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_CONFIG);
+        assert!(e.to_string().contains("collector"), "{e}");
+        // Without [collector] check-config goes on to the secret, which is not there.
+        let e = check_whole(&c, &path, false).unwrap_err();
+        assert_eq!(exit_code(&e), EXIT_CONFIG, "{e}");
+    }
 }
