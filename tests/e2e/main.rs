@@ -3,6 +3,7 @@
 
 mod apps;
 mod attacks;
+mod exit_codes;
 mod fault_crash;
 mod fault_http;
 mod fault_mangled;
