@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Services;
 use crate::config::CollectorConfig;
-use crate::link::{self, LinkServer};
+use crate::link::LinkServer;
 use crate::live::{LiveDb, LiveStore};
 use crate::store::Store;
 use crate::tls;
@@ -307,7 +307,7 @@ fn open_live_db(path: &Path, live: &LiveStore) -> Option<LiveDb> {
         Ok(Some(state)) => {
             let tenants = state.tenants.len();
             live.restore(state);
-            live.tick(link::now_ms());
+            live.tick(crate::time::now_ms());
             tracing::info!(tenants, path = %path.display(), "live state restored");
         }
         Ok(None) => {}
@@ -326,7 +326,7 @@ async fn save_live(live: &LiveStore, db: SharedLiveDb) -> bool {
         let Some(db) = db.as_mut() else {
             return false;
         };
-        match db.save(&state, link::now_ms()) {
+        match db.save(&state, crate::time::now_ms()) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!("cannot save the live state: {e}");
@@ -356,7 +356,7 @@ async fn live_loop(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => return db,
         }
-        live.tick(link::now_ms());
+        live.tick(crate::time::now_ms());
         if tokio::time::Instant::now() >= next_save {
             next_save = tokio::time::Instant::now() + snapshot_every;
             save_live(&live, db.clone()).await;
@@ -452,7 +452,7 @@ mod tests {
         let mut shipper = Shipper::new(&link).unwrap();
         shipper.connect().await.unwrap();
         let sample = |listeners| LiveSample {
-            at_ms: link::now_ms(),
+            at_ms: crate::time::now_ms(),
             entries: vec![LiveEntry {
                 tenant: "radio1".into(),
                 stream: "/live.mp3".into(),

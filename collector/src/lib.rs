@@ -28,4 +28,5 @@ pub mod sources;
 #[path = "sources/absent.rs"]
 pub mod sources;
 pub mod store;
+pub mod time;
 pub mod tls;

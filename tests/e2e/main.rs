@@ -23,3 +23,4 @@ mod live_icecast_api;
 mod pipeline;
 mod real_clients;
 mod rotation;
+mod shutdown;
