@@ -11,11 +11,9 @@ use std::collections::{BTreeSet, HashMap};
 #[cfg(feature = "apps")]
 use axum::Json;
 #[cfg(feature = "apps")]
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::State;
 #[cfg(feature = "apps")]
-use axum::extract::{Path, Query, State};
-#[cfg(feature = "apps")]
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 #[cfg(feature = "apps")]
 use jiff::civil::Date;
 #[cfg(feature = "apps")]
@@ -23,6 +21,8 @@ use jiff::tz::TimeZone;
 #[cfg(feature = "apps")]
 use serde_json::{Value, json};
 
+#[cfg(feature = "apps")]
+use super::extract::TenantScoped;
 #[cfg(feature = "apps")]
 use super::{ApiError, ApiResult, AppState};
 #[cfg(feature = "apps")]
@@ -101,13 +101,11 @@ fn parse_day(param: &str, value: Option<&str>, tz: &TimeZone) -> Result<Date, Ap
 #[cfg(feature = "apps")]
 fn prepare_days(
     st: &AppState,
-    headers: &HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+    req: TenantScoped,
     allowed: &[&str],
 ) -> Result<DayRequest, ApiError> {
-    let (tenant, params) =
-        super::authorized(st, headers, tenant.map(|Path(t)| t), params, allowed)?;
+    let (tenant, params) = req.only(allowed)?;
+    let tenant = tenant.into_string();
     let (tz, tz_name) = match st.config.tenant_timezones.get(&tenant) {
         Some(name) => (
             query::parse_time_zone(name).map_err(|e| {
@@ -188,19 +186,8 @@ fn downloads_db(st: &AppState) -> Result<std::sync::Arc<crate::apps::AppsDb>, Ap
 }
 
 #[cfg(feature = "apps")]
-pub(super) async fn downloads(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult {
-    let req = prepare_days(
-        &st,
-        &headers,
-        tenant,
-        params,
-        &["from", "to", "granularity", "store", "app"],
-    )?;
+pub(super) async fn downloads(State(st): State<AppState>, req: TenantScoped) -> ApiResult {
+    let req = prepare_days(&st, req, &["from", "to", "granularity", "store", "app"])?;
     let granularity = req.granularity()?;
     let (store, app) = store_and_app(&req)?;
     let db = downloads_db(&st)?;
@@ -218,23 +205,9 @@ pub(super) async fn downloads(
 }
 
 #[cfg(feature = "apps")]
-pub(super) async fn downloads_by(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<(String, String)>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult {
-    let (tenant, dimension) = match path {
-        Ok(Path((t, d))) => (Ok(Path(t)), d),
-        Err(e) => return Err(ApiError::bad_request(format!("bad path: {e}"))),
-    };
-    let req = prepare_days(
-        &st,
-        &headers,
-        tenant,
-        params,
-        &["from", "to", "store", "app"],
-    )?;
+pub(super) async fn downloads_by(State(st): State<AppState>, req: TenantScoped) -> ApiResult {
+    let dimension = req.path.get("dimension").cloned().unwrap_or_default();
+    let req = prepare_days(&st, req, &["from", "to", "store", "app"])?;
     if dimension != "country" {
         return Err(ApiError::not_found(format!(
             "unknown dimension `{dimension}`; app downloads are broken down by country only"
@@ -273,19 +246,8 @@ pub(super) async fn downloads_by(
 }
 
 #[cfg(feature = "apps")]
-pub(super) async fn engagement(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult {
-    let req = prepare_days(
-        &st,
-        &headers,
-        tenant,
-        params,
-        &["from", "to", "granularity"],
-    )?;
+pub(super) async fn engagement(State(st): State<AppState>, req: TenantScoped) -> ApiResult {
+    let req = prepare_days(&st, req, &["from", "to", "granularity"])?;
     let granularity = req.granularity()?;
     let source = st.services.engagement.clone().ok_or_else(|| {
         ApiError::not_found("Matomo is not configured on this collector ([sources.matomo])")

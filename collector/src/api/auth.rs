@@ -4,31 +4,70 @@
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
+use earshot_common::tenant::{Scope, TenantName};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, ApiToken};
+use crate::config::Sha256Digest;
 
 /// The scope that reads every tenant.
-pub const ADMIN_SCOPE: &str = "*";
-
-fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b.iter()) {
-        diff |= x ^ y;
-    }
-    std::hint::black_box(diff) == 0
-}
+pub const ADMIN_SCOPE: &str = earshot_common::tenant::ALL_TENANTS;
 
 /// SHA-256 of a token, as configured in [`ApiToken::token_sha256`].
 pub fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A known token: its digest and what it may read (or, for an ingest token, post for).
+#[derive(Debug, Clone)]
+pub(super) struct Credential {
+    pub name: String,
+    digest: Sha256Digest,
+    pub scopes: Vec<Scope>,
+}
+
+impl Credential {
+    /// `tenants` entries that are neither a tenant name nor `"*"` allow nothing (the config
+    /// refuses them; a hand-made [`ApiToken`] may still hold one).
+    pub fn new(token: &ApiToken) -> Credential {
+        let scopes = token
+            .tenants
+            .iter()
+            .filter_map(|t| match t.parse::<Scope>() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(token = token.name, "API token scope ignored: {e}");
+                    None
+                }
+            })
+            .collect();
+        Credential {
+            name: token.name.clone(),
+            digest: Sha256Digest(token.token_sha256),
+            scopes,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.scopes.iter().any(Scope::is_all)
+    }
+
+    pub fn may_read(&self, tenant: &TenantName) -> bool {
+        earshot_common::tenant::any_allows(&self.scopes, tenant)
+    }
+}
+
+/// The tenant named by a path: 404 for what cannot be a tenant name.
+pub(super) fn tenant_of_path(text: &str) -> Result<TenantName, ApiError> {
+    TenantName::new(text)
+        .map_err(|_| ApiError::not_found(format!("no such tenant: {}", TenantName::RULE)))
+}
+
 /// The token the request presents, or 401.
-pub fn authenticate<'a>(
-    tokens: &'a [ApiToken],
+pub(super) fn authenticate<'a>(
+    tokens: &'a [Credential],
     headers: &HeaderMap,
-) -> Result<&'a ApiToken, ApiError> {
+) -> Result<&'a Credential, ApiError> {
     let Some(value) = headers.get(AUTHORIZATION) else {
         return Err(ApiError::unauthorized(
             "missing `Authorization: Bearer <token>` header",
@@ -45,40 +84,19 @@ pub fn authenticate<'a>(
         .ok_or_else(|| {
             ApiError::unauthorized("the Authorization header must be `Bearer <token>`", true)
         })?;
-    let digest = token_digest(presented);
+    let digest = Sha256Digest::of(presented.as_bytes());
+    // Every digest is compared (in constant time), whichever matches.
     let mut found = None;
     for t in tokens {
-        if ct_eq(&t.token_sha256, &digest) && found.is_none() {
+        if t.digest == digest && found.is_none() {
             found = Some(t);
         }
     }
     found.ok_or_else(|| ApiError::unauthorized("unknown token", true))
 }
 
-impl ApiToken {
-    pub fn is_admin(&self) -> bool {
-        self.tenants.iter().any(|t| t == ADMIN_SCOPE)
-    }
-
-    pub fn may_read(&self, tenant: &str) -> bool {
-        self.is_admin() || self.tenants.iter().any(|t| t == tenant)
-    }
-}
-
-/// 404 for what cannot be a tenant name (letters, digits, '-', '_', '.'; at most 64), then
 /// 403 unless the token's scope holds the tenant.
-pub fn authorize(token: &ApiToken, tenant: &str) -> Result<(), ApiError> {
-    let plain = !tenant.is_empty()
-        && tenant.len() <= 64
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !plain {
-        return Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "no such tenant: tenant names are letters, digits, '-', '_' and '.', at most 64",
-        ));
-    }
+pub(super) fn authorize(token: &Credential, tenant: &TenantName) -> Result<(), ApiError> {
     if token.may_read(tenant) {
         Ok(())
     } else {

@@ -3,55 +3,34 @@
 //! `[events] retention_secs` and pushed on `live/stream`. Parsing and bounds are in
 //! [`crate::events`]; this is authorization and formatting.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
 use serde_json::json;
 
-use super::{ApiError, ApiResult, AppState, auth};
+use super::extract::{Args, Ingest, QueryParams, TenantRequest};
+use super::routes::{EVENT_STREAM, EVENT_TYPE, LIMIT, Param, SINCE};
+use super::{ApiError, ApiResult, AppState};
 use crate::events::{EventQuery, Since, parse_json_lines};
 
 /// Default and largest `limit` of `GET …/events`.
 pub const DEFAULT_LIMIT: usize = 1000;
 pub const MAX_LIMIT: usize = 10_000;
 
-/// The ingest token the request presents, allowed for `tenant`; 403 for a read token.
-fn authorize_ingest(st: &AppState, headers: &HeaderMap, tenant: &str) -> Result<(), ApiError> {
-    match auth::authenticate(&st.services.ingest_tokens, headers) {
-        Ok(token) if crate::config::allows(&token.tenants, tenant) => Ok(()),
-        Ok(token) => Err(ApiError::forbidden(format!(
-            "token `{}` may not post events for tenant `{tenant}`",
-            token.name
-        ))),
-        Err(e) => match auth::authenticate(&st.config.tokens, headers) {
-            Ok(token) => Err(ApiError::forbidden(format!(
-                "token `{}` may not post events: that needs a token with scope = \"ingest\"",
-                token.name
-            ))),
-            Err(_) => Err(e),
-        },
-    }
-}
-
 pub(super) async fn post_events(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
+    req: Ingest,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Path(tenant) =
-        tenant.map_err(|e| ApiError::bad_request(format!("bad tenant in the path: {e}")))?;
-    authorize_ingest(&st, &headers, &tenant)?;
+    let tenant = req.tenant.as_str();
     let body = body.map_err(|e| ApiError::new(e.status(), format!("cannot read the body: {e}")))?;
     let events = parse_json_lines(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let out = st
         .services
         .live
-        .push_events(&tenant, events, crate::link::now_ms());
+        .push_events(tenant, events, crate::link::now_ms());
     if out.dropped > 0 {
         tracing::warn!(
             tenant,
@@ -71,44 +50,48 @@ pub(super) async fn post_events(
     ))
 }
 
+/// `GET …/events`' parameters.
+pub(super) struct EventsQuery(EventQuery);
+
+impl QueryParams for EventsQuery {
+    const QUERY: &'static [Param] = &[SINCE, EVENT_TYPE, EVENT_STREAM, LIMIT];
+    fn parse(args: &Args<'_>) -> Result<EventsQuery, ApiError> {
+        let since = match args.get("since") {
+            None => None,
+            Some(s) => Some(Since::parse(s).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`since` must be an event id (digits) or an RFC 3339 time, got {s:?}"
+                ))
+            })?),
+        };
+        let limit = match args.get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "`limit` must be a whole number from 1 to {MAX_LIMIT}, got {v:?}"
+                    ))
+                })?,
+        };
+        Ok(EventsQuery(EventQuery {
+            since,
+            kind: args.nonempty("type"),
+            stream: args.nonempty("stream"),
+            limit,
+        }))
+    }
+}
+
 pub(super) async fn get_events(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+    req: TenantRequest<EventsQuery>,
 ) -> ApiResult {
-    const ALLOWED: [&str; 4] = ["since", "type", "stream", "limit"];
-    let (tenant, params) =
-        super::authorized(&st, &headers, tenant.map(|Path(t)| t), params, &ALLOWED)?;
-    let since = match params.get("since") {
-        None => None,
-        Some(s) => Some(Since::parse(s).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "`since` must be an event id (digits) or an RFC 3339 time, got {s:?}"
-            ))
-        })?),
-    };
-    let limit = match params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "`limit` must be a whole number from 1 to {MAX_LIMIT}, got {v:?}"
-                ))
-            })?,
-    };
-    let nonempty = |k: &str| params.get(k).filter(|s| !s.is_empty()).cloned();
-    let q = EventQuery {
-        since,
-        kind: nonempty("type"),
-        stream: nonempty("stream"),
-        limit,
-    };
+    let tenant = req.tenant.as_str();
     let live = &st.services.live;
-    let (events, more, stats) = live.events(&tenant, &q);
+    let (events, more, stats) = live.events(tenant, &req.params.0);
     let limits = live.event_limits();
     Ok(Json(json!({
         "tenant": tenant,

@@ -7,14 +7,12 @@
 //! state at once if it changed since (or is unknown), and nothing until the next change if it
 //! did not. Versions survive a restart (`live.db`), so this holds across one too.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +20,8 @@ use futures::Stream;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::extract::{Args, QueryParams, TenantRequest};
+use super::routes::{MINUTES, Param, STEP, STREAM};
 use super::{ApiError, ApiResult, AppState};
 use crate::live::{LiveStore, Point, TenantNow};
 use crate::query::rfc3339;
@@ -74,32 +74,62 @@ pub fn now_json(now: &TenantNow, stale_after_ms: i64) -> Value {
 /// The most events one `live/stream` message carries.
 const EVENTS_PER_MESSAGE: usize = 500;
 
-pub(super) async fn live_now(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult {
-    let (tenant, _) = super::authorized(&st, &headers, tenant.map(|Path(t)| t), params, &[])?;
+pub(super) async fn live_now(State(st): State<AppState>, req: TenantRequest<()>) -> ApiResult {
     let live = &st.services.live;
     Ok(Json(now_json(
-        &live.now(&tenant),
+        &live.now(req.tenant.as_str()),
         live.settings().stale_after_ms,
     )))
 }
 
-fn parse_positive(
-    params: &HashMap<String, String>,
-    name: &str,
-    default: i64,
-) -> Result<i64, ApiError> {
-    match params.get(name) {
+fn parse_positive(args: &Args<'_>, name: &str, default: i64) -> Result<i64, ApiError> {
+    match args.get(name) {
         None => Ok(default),
         Some(v) => v.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "`{name}` must be a whole number above 0, got {v:?}"
             ))
         }),
+    }
+}
+
+/// `live/history`'s parameters: how far back, in which steps, which stream.
+pub(super) struct History {
+    minutes: i64,
+    step_s: i64,
+    count: i64,
+    stream: Option<String>,
+}
+
+impl QueryParams for History {
+    const QUERY: &'static [Param] = &[MINUTES, STEP, STREAM];
+    fn parse(args: &Args<'_>) -> Result<History, ApiError> {
+        let live = &args.state.services.live;
+        let retention_min = (live.settings().retention_ms / 60_000).max(1);
+        let minutes = parse_positive(args, "minutes", retention_min)?;
+        if minutes > retention_min {
+            return Err(ApiError::bad_request(format!(
+                "`minutes` may be at most {retention_min} (live_retention_secs)"
+            )));
+        }
+        let step_s = parse_positive(args, "step", 60)?;
+        if step_s > 3600 {
+            return Err(ApiError::bad_request("`step` may be at most 3600 seconds"));
+        }
+        let step_ms = step_s * 1000;
+        let span_ms = minutes * 60_000;
+        let count = (span_ms + step_ms - 1) / step_ms;
+        if count > MAX_HISTORY_POINTS {
+            return Err(ApiError::bad_request(format!(
+                "{minutes} minutes in steps of {step_s} s is {count} points; at most {MAX_HISTORY_POINTS} (use a larger `step`)"
+            )));
+        }
+        Ok(History {
+            minutes,
+            step_s,
+            count,
+            stream: args.nonempty("stream"),
+        })
     }
 }
 
@@ -118,43 +148,22 @@ fn points_json(points: &[Point], now_ms: i64) -> Vec<Value> {
 
 pub(super) async fn live_history(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+    req: TenantRequest<History>,
 ) -> ApiResult {
-    let (tenant, params) = super::authorized(
-        &st,
-        &headers,
-        tenant.map(|Path(t)| t),
-        params,
-        &["minutes", "step", "stream"],
-    )?;
+    let History {
+        minutes,
+        step_s,
+        count,
+        stream,
+    } = req.params;
+    let tenant = req.tenant.as_str();
     let live = &st.services.live;
-    let retention_min = (live.settings().retention_ms / 60_000).max(1);
-    let minutes = parse_positive(&params, "minutes", retention_min)?;
-    if minutes > retention_min {
-        return Err(ApiError::bad_request(format!(
-            "`minutes` may be at most {retention_min} (live_retention_secs)"
-        )));
-    }
-    let step_s = parse_positive(&params, "step", 60)?;
-    if step_s > 3600 {
-        return Err(ApiError::bad_request("`step` may be at most 3600 seconds"));
-    }
     let step_ms = step_s * 1000;
-    let span_ms = minutes * 60_000;
-    let count = (span_ms + step_ms - 1) / step_ms;
-    if count > MAX_HISTORY_POINTS {
-        return Err(ApiError::bad_request(format!(
-            "{minutes} minutes in steps of {step_s} s is {count} points; at most {MAX_HISTORY_POINTS} (use a larger `step`)"
-        )));
-    }
-    let stream = params.get("stream").filter(|s| !s.is_empty()).cloned();
     let now = crate::link::now_ms();
     // Bucket ends are aligned to the step; the last bucket holds now.
     let last_end = now.div_euclid(step_ms) * step_ms + step_ms;
     let first_end = last_end - (count - 1) * step_ms;
-    let h = live.history(&tenant, stream.as_deref(), first_end, last_end, step_ms);
+    let h = live.history(tenant, stream.as_deref(), first_end, last_end, step_ms);
     Ok(Json(json!({
         "tenant": tenant,
         "stream": stream,
@@ -233,10 +242,9 @@ fn follow(f: Follower) -> impl Stream<Item = Result<Event, Infallible>> {
 pub(super) async fn live_stream(
     State(st): State<AppState>,
     headers: HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+    req: TenantRequest<()>,
 ) -> Result<Response, ApiError> {
-    let (tenant, _) = super::authorized(&st, &headers, tenant.map(|Path(t)| t), params, &[])?;
+    let tenant = req.tenant.into_string();
     let has = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -15,11 +15,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, AppState, auth};
+use super::extract::Admin;
+use super::{ApiError, AppState};
 
 /// API responses by status code.
 #[derive(Debug, Default)]
@@ -107,17 +108,7 @@ fn load(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
 
-pub(super) async fn metrics(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let token = auth::authenticate(&st.config.tokens, &headers)?;
-    if !token.is_admin() {
-        return Err(ApiError::forbidden(format!(
-            "token `{}` may not read /metrics: it needs the admin scope (\"*\")",
-            token.name
-        )));
-    }
+pub(super) async fn metrics(State(st): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let s = &st.services;
     let agents = s.agents.snapshot();
     let ids: Vec<String> = agents.iter().map(|(id, _)| id.clone()).collect();

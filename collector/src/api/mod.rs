@@ -1,37 +1,38 @@
 //! The HTTP API under `/api/v1` (axum): bearer tokens scoped to tenants, JSON in and out,
-//! errors as `{"error": {"status", "message"}}`. Handlers only parse, authorize and format:
-//! the numbers come from [`Store`] (run on the blocking pool, as SQLite blocks) and
-//! [`crate::query`]. `openapi.rs` describes exactly what this module serves; change both
-//! together.
+//! errors as `{"error": {"status", "message"}}`. Every route is one entry of the route table
+//! (`routes.rs`), which the router and the OpenAPI document (`openapi.rs`) are both made
+//! from; every handler takes its checks from one extractor (`extract.rs`: token, tenant,
+//! parameters) and only formats: the numbers come from [`Store`] and [`crate::query`].
 
 mod apps;
 mod auth;
 mod events;
+mod extract;
 mod live;
 mod metrics;
 mod openapi;
+mod routes;
+mod streaming;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
-use jiff::tz::TimeZone;
 use serde_json::{Value, json};
 
 pub use auth::{ADMIN_SCOPE, token_digest};
 pub use metrics::RequestStats;
 
-use crate::query::{self, Granularity, QueryError, TimeRange, rfc3339};
-use crate::store::{Breakdown, Selection, Store, StoreError};
+use crate::query::{self, QueryError};
+use crate::store::{Store, StoreError};
 
-/// One API token. `tenants == ["*"]` is the admin scope (every tenant).
+/// One API token. Each of `tenants` is a tenant name or `"*"`, the admin scope (every
+/// tenant); see [`earshot_common::tenant::Scope`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiToken {
     pub name: String,
@@ -151,6 +152,14 @@ struct AppState {
     store: Store,
     config: Arc<ApiConfig>,
     services: Services,
+    credentials: Arc<Credentials>,
+}
+
+/// The known tokens, their scopes parsed once.
+#[derive(Debug)]
+struct Credentials {
+    read: Vec<auth::Credential>,
+    ingest: Vec<auth::Credential>,
 }
 
 /// What the live endpoints and `/metrics` read besides the store.
@@ -190,48 +199,22 @@ pub fn router(store: Store, config: Arc<ApiConfig>) -> Router {
     router_with(store, config, Services::default())
 }
 
-/// The API with the live store, the link's counters and the agents' board behind it.
+/// The API with the live store, the link's counters and the agents' board behind it: every
+/// route of the table ([`routes::ROUTES`]).
 pub fn router_with(store: Store, config: Arc<ApiConfig>, services: Services) -> Router {
-    let streaming = Router::new()
-        .route("/summary", get(summary))
-        .route("/timeseries", get(timeseries))
-        .route("/by-hour", get(by_hour))
-        .route("/session-lengths", get(session_lengths))
-        .route("/by/{dimension}", get(by_dimension));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route(
-            "/api/v1/openapi.json",
-            get(|| async { Json(openapi::document()) }),
-        )
-        .route("/metrics", get(metrics::metrics))
-        .route("/api/v1/tenants", get(tenants))
-        .nest("/api/v1/tenants/{tenant}/streaming", streaming)
-        .route("/api/v1/tenants/{tenant}/live", get(live::live_now))
-        .route(
-            "/api/v1/tenants/{tenant}/live/history",
-            get(live::live_history),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/live/stream",
-            get(live::live_stream),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/apps/downloads",
-            get(apps::downloads),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/apps/downloads/by/{dimension}",
-            get(apps::downloads_by),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/apps/engagement",
-            get(apps::engagement),
-        )
-        .route(
-            "/api/v1/tenants/{tenant}/events",
-            get(events::get_events).post(events::post_events),
-        )
+    let mut router = Router::new();
+    for route in routes::ROUTES {
+        router = router.route(route.path, (route.handler)(route.method.filter()));
+    }
+    let credentials = Arc::new(Credentials {
+        read: config.tokens.iter().map(auth::Credential::new).collect(),
+        ingest: services
+            .ingest_tokens
+            .iter()
+            .map(auth::Credential::new)
+            .collect(),
+    });
+    router
         .fallback(|| async { ApiError::not_found("no such route; see /api/v1/openapi.json") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -247,6 +230,7 @@ pub fn router_with(store: Store, config: Arc<ApiConfig>, services: Services) -> 
             store,
             config,
             services,
+            credentials,
         })
 }
 
@@ -280,268 +264,23 @@ async fn healthz(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn tenants(State(st): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let token = auth::authenticate(&st.config.tokens, &headers)?.clone();
+async fn tenants(State(st): State<AppState>, extract::Reader(token): extract::Reader) -> ApiResult {
     let store = st.store.clone();
     let with_data = blocking(move || store.tenants()).await?;
-    let named = token.tenants.iter().filter(|t| *t != ADMIN_SCOPE).cloned();
+    let named = token
+        .scopes
+        .iter()
+        .filter_map(|s| s.tenant())
+        .map(|t| t.to_string());
+    // Names that are no tenant names (none the config accepts) are not listed: the API
+    // could not be asked about them.
     let all: BTreeSet<String> = with_data
         .into_iter()
         .chain(st.config.tenant_timezones.keys().cloned())
         .chain(named)
-        .filter(|t| token.may_read(t))
-        .collect();
-    Ok(Json(json!({ "tenants": all })))
-}
-
-/// A streaming request after authentication and parameter checks.
-struct Request {
-    sel: Selection,
-    params: HashMap<String, String>,
-}
-
-impl Request {
-    fn header(&self) -> serde_json::Map<String, Value> {
-        let mut m = serde_json::Map::new();
-        m.insert("tenant".into(), json!(self.sel.tenant));
-        m.insert("stream".into(), json!(self.sel.stream));
-        m.insert("from".into(), json!(rfc3339(self.sel.range.from_ms)));
-        m.insert("to".into(), json!(rfc3339(self.sel.range.to_ms)));
-        m
-    }
-
-    /// `tz=` or the tenant's configured zone, else UTC; with the name to echo.
-    fn time_zone(&self, config: &ApiConfig) -> Result<(TimeZone, String), ApiError> {
-        if let Some(tz) = self.params.get("tz") {
-            return Ok((query::parse_time_zone(tz)?, tz.clone()));
-        }
-        match config.tenant_timezones.get(&self.sel.tenant) {
-            Some(tz) => {
-                let zone = query::parse_time_zone(tz).map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("configured time zone of the tenant: {e}"),
-                    )
-                })?;
-                Ok((zone, tz.clone()))
-            }
-            None => Ok((TimeZone::UTC, "UTC".into())),
-        }
-    }
-}
-
-/// How every tenant endpoint starts: authenticates, authorizes the tenant of the path and
-/// parses the query string, refusing a parameter the endpoint does not take.
-fn authorized(
-    st: &AppState,
-    headers: &HeaderMap,
-    tenant: Result<String, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-    allowed: &[&str],
-) -> Result<(String, HashMap<String, String>), ApiError> {
-    let token = auth::authenticate(&st.config.tokens, headers)?;
-    let tenant =
-        tenant.map_err(|e| ApiError::bad_request(format!("bad tenant in the path: {e}")))?;
-    auth::authorize(token, &tenant)?;
-    let Query(params) =
-        params.map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
-    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        let takes = if allowed.is_empty() {
-            "no parameters".to_string()
-        } else {
-            allowed.join(", ")
-        };
-        return Err(ApiError::bad_request(format!(
-            "unknown parameter `{unknown}`; this endpoint takes {takes}"
-        )));
-    }
-    Ok((tenant, params))
-}
-
-/// [`authorized`], then `from`, `to` and `stream` parsed.
-fn prepare(
-    st: &AppState,
-    headers: &HeaderMap,
-    tenant: Result<String, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-    allowed: &[&str],
-) -> Result<Request, ApiError> {
-    let (tenant, params) = authorized(st, headers, tenant, params, allowed)?;
-    let from = query::parse_instant("from", params.get("from").map(String::as_str))?;
-    let to = query::parse_instant("to", params.get("to").map(String::as_str))?;
-    let range = TimeRange::new(from, to, st.config.max_range_days)?;
-    let stream = params.get("stream").filter(|s| !s.is_empty()).cloned();
-    Ok(Request {
-        sel: Selection {
-            tenant,
-            stream,
-            range,
-        },
-        params,
-    })
-}
-
-const BASE: &[&str] = &["from", "to", "stream"];
-
-async fn summary(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult {
-    let req = prepare(&st, &headers, tenant.map(|p| p.0), params, BASE)?;
-    let (store, sel) = (st.store.clone(), req.sel.clone());
-    let metrics = blocking(move || store.summary(&sel)).await?;
-    let mut out = req.header();
-    if let Value::Object(m) = json!(metrics) {
-        out.extend(m);
-    }
-    Ok(Json(Value::Object(out)))
-}
-
-/// Fields that are kept per quarter-hour and so are null in minute rows.
-const QUARTER_RESOLUTION_FIELDS: [&str; 11] = [
-    "sessions",
-    "short_sessions",
-    "bot_sessions",
-    "active_sessions",
-    "listening_seconds",
-    "tlh",
-    "unique_listeners",
-    "average_listeners",
-    "tsl_seconds",
-    "aqh",
-    "unique_listeners_exact_across_epochs",
-];
-
-async fn timeseries(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult {
-    let req = prepare(
-        &st,
-        &headers,
-        tenant.map(|p| p.0),
-        params,
-        &["from", "to", "stream", "granularity", "tz"],
-    )?;
-    let granularity = Granularity::parse(
-        req.params
-            .get("granularity")
-            .map(String::as_str)
-            .unwrap_or("day"),
-    )?;
-    let (tz, tz_name) = req.time_zone(&st.config)?;
-    let buckets = query::buckets(req.sel.range, granularity, &tz)?;
-    let (store, sel, b) = (st.store.clone(), req.sel.clone(), buckets.clone());
-    let metrics = blocking(move || store.timeseries(&sel, &b, granularity)).await?;
-    let rows: Vec<Value> = buckets
-        .iter()
-        .zip(metrics)
-        .map(|(b, m)| {
-            let mut row = serde_json::Map::new();
-            row.insert("from".into(), json!(rfc3339(b.from_ms)));
-            row.insert("to".into(), json!(rfc3339(b.to_ms)));
-            if let Value::Object(m) = json!(m) {
-                row.extend(m);
-            }
-            if granularity == Granularity::Minute {
-                for f in QUARTER_RESOLUTION_FIELDS {
-                    row.insert(f.into(), Value::Null);
-                }
-            }
-            Value::Object(row)
+        .filter(|t| {
+            earshot_common::tenant::TenantName::new(t.as_str()).is_ok_and(|t| token.may_read(&t))
         })
         .collect();
-    let mut out = req.header();
-    out.insert("granularity".into(), json!(granularity.as_str()));
-    out.insert("tz".into(), json!(tz_name));
-    out.insert("rows".into(), json!(rows));
-    Ok(Json(Value::Object(out)))
-}
-
-async fn by_hour(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult {
-    let req = prepare(
-        &st,
-        &headers,
-        tenant.map(|p| p.0),
-        params,
-        &["from", "to", "stream", "tz"],
-    )?;
-    let (tz, tz_name) = req.time_zone(&st.config)?;
-    let (store, sel) = (st.store.clone(), req.sel.clone());
-    let rows = blocking(move || store.by_hour(&sel, &tz)).await?;
-    let mut out = req.header();
-    out.insert("tz".into(), json!(tz_name));
-    out.insert(
-        "unique_listeners_exact_across_epochs".into(),
-        json!(req.sel.range.within_one_epoch()),
-    );
-    out.insert("rows".into(), json!(rows));
-    Ok(Json(Value::Object(out)))
-}
-
-async fn session_lengths(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    tenant: Result<Path<String>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult {
-    let req = prepare(&st, &headers, tenant.map(|p| p.0), params, BASE)?;
-    let (store, sel) = (st.store.clone(), req.sel.clone());
-    let lengths = blocking(move || store.session_lengths(&sel)).await?;
-    let mut out = req.header();
-    out.insert("sessions".into(), json!(lengths.sessions));
-    out.insert("short_sessions".into(), json!(lengths.short_sessions));
-    out.insert("rows".into(), json!(lengths.rows));
-    Ok(Json(Value::Object(out)))
-}
-
-async fn by_dimension(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    path: Result<Path<(String, String)>, PathRejection>,
-    params: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> ApiResult {
-    let (tenant, dimension) = match path {
-        Ok(Path((t, d))) => (Ok(t), d),
-        Err(e) => (Err(e), String::new()),
-    };
-    // Authenticate before saying anything about the dimension.
-    let token = auth::authenticate(&st.config.tokens, &headers)?;
-    let Some(by) = Breakdown::parse(&dimension) else {
-        if let Ok(t) = &tenant {
-            auth::authorize(token, t)?;
-        }
-        return Err(ApiError::not_found(format!(
-            "unknown dimension `{dimension}`; expected one of {}",
-            Breakdown::NAMES.join(", ")
-        )));
-    };
-    let req = prepare(&st, &headers, tenant, params, BASE)?;
-    let (store, sel) = (st.store.clone(), req.sel.clone());
-    let rows = blocking(move || store.breakdown(&sel, by)).await?;
-    let mut out = req.header();
-    out.insert("dimension".into(), json!(dimension));
-    out.insert(
-        "unique_listeners_exact_across_epochs".into(),
-        json!(req.sel.range.within_one_epoch()),
-    );
-    out.insert(
-        "unique_listeners_resolution".into(),
-        json!(if matches!(by, Breakdown::Dimension(_)) {
-            "hour"
-        } else {
-            "quarter"
-        }),
-    );
-    out.insert("rows".into(), json!(rows));
-    Ok(Json(Value::Object(out)))
+    Ok(Json(json!({ "tenants": all })))
 }

@@ -1,8 +1,11 @@
-//! The OpenAPI 3.0 description served at `/api/v1/openapi.json`, written by hand so that it
-//! says what the handlers in `mod.rs` do (the API tests check that every served path is in
-//! it).
+//! The OpenAPI 3.0 description served at `/api/v1/openapi.json`. Its paths are the route
+//! table's ([`super::routes::ROUTES`]): each route's summary and parameters from there, the
+//! rest of its operation (description, responses) from the function here that the route
+//! names. The components (parameters, schemas, error responses) are written here.
 
 use serde_json::{Value, json};
+
+use super::routes::{Access, ROUTES};
 
 fn param_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/parameters/{name}")})
@@ -20,21 +23,78 @@ fn errors(codes: &[u16]) -> serde_json::Map<String, Value> {
         .collect()
 }
 
-/// A streaming endpoint: the common parameters, `extra` ones, a 200 schema and the errors.
-fn streaming_op(summary: &str, description: &str, extra: &[&str], ok_schema: &str) -> Value {
-    let mut params = vec![
-        param_ref("Tenant"),
-        param_ref("From"),
-        param_ref("To"),
-        param_ref("Stream"),
-    ];
-    params.extend(extra.iter().map(|p| param_ref(p)));
+fn json_ok(schema: &str) -> Value {
+    json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+}
+
+/// A streaming endpoint's operation: the description, a 200 schema and the errors.
+fn streaming_op(description: &str, ok_schema: &str) -> Value {
     let mut responses = errors(&[400, 401, 403, 404, 500]);
-    responses.insert(
-        "200".into(),
-        json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{ok_schema}")}}}}),
-    );
-    json!({"get": {"summary": summary, "description": description, "parameters": params, "responses": responses}})
+    responses.insert("200".into(), json_ok(ok_schema));
+    json!({"description": description, "responses": responses})
+}
+
+pub(super) fn healthz() -> Value {
+    json!({
+        "description": "200 when the store answers a query, 503 otherwise. No authentication.",
+        "responses": {
+            "200": {"description": "Ready", "content": {"application/json": {"schema": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}},
+            "503": error_response("The store does not answer.")
+        }
+    })
+}
+
+pub(super) fn openapi_json() -> Value {
+    json!({
+        "responses": {"200": {"description": "OpenAPI 3.0 document", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    })
+}
+
+pub(super) fn tenants() -> Value {
+    json!({
+        "description": "Tenants with data, tenants named in the configuration, and tenants named in the token's scope, restricted to the token's scope (all of them for an admin token).",
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Tenants"}}}},
+            "400": {"$ref": "#/components/responses/E400"},
+            "401": {"$ref": "#/components/responses/E401"},
+            "500": {"$ref": "#/components/responses/E500"}
+        }
+    })
+}
+
+pub(super) fn summary() -> Value {
+    streaming_op(
+        "active_sessions adds the sessions still running at the first quarter-hour of the range. peak_concurrent is the highest per-minute sum over the selected streams.",
+        "Summary",
+    )
+}
+
+pub(super) fn timeseries() -> Value {
+    streaming_op(
+        "One row per bucket of `granularity`, each bucket clipped to the range, with the metrics of that bucket alone (active_sessions and aqh per bucket). Hour, day, week and month buckets follow the time zone (`tz`, else the tenant's configured zone, else UTC); weeks start on Monday; local days may be 23 or 25 hours long. At most 10080 rows (minute granularity over at most 7 days), else 400. Minute rows carry only peak_concurrent and peak_at (the listeners of that minute); the other metrics are kept per quarter-hour and are null there.",
+        "Timeseries",
+    )
+}
+
+pub(super) fn by_hour() -> Value {
+    streaming_op(
+        "24 rows, local hours 0-23 in the time zone (`tz`, else the tenant's, else UTC), over the days of the range. active_sessions sums, over the days, the sessions overlapping that hour; unique_listeners counts distinct listeners active in that hour on any day. Half-hour and 45-minute zones are exact: data is kept per quarter-hour.",
+        "ByHour",
+    )
+}
+
+pub(super) fn session_lengths() -> Value {
+    streaming_op(
+        "13 buckets with edges 1, 5, 10, 15, 30 minutes, 1, 2, 3, 4, 6, 8, 12, 18 hours; the last is open (max_seconds null). Sessions are counted in the range they started in. Short sessions are reported on their own.",
+        "SessionLengths",
+    )
+}
+
+pub(super) fn by_dimension() -> Value {
+    streaming_op(
+        "Rows sorted by sessions, highest first (ties by value). stream and protocol come from the rollup keys and carry the summary's metrics (peak_concurrent only for stream). client, device, os, country, referrer, source and rendition (the HLS rendition, `none` for progressive streams) come from per-quarter-hour counters; their unique_listeners come from per-hour sketches (whole UTC hours overlapping the range). Per tenant and UTC hour the store keeps at most [limits] max_streams streams and max_values values per dimension: names beyond are merged into the row `(other)`, so rows sum to the totals. An unknown dimension is a 404.",
+        "Breakdown",
+    )
 }
 
 fn num(description: &str) -> Value {
@@ -166,65 +226,11 @@ pub fn document() -> Value {
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
-        "paths": {
-            "/healthz": {"get": {
-                "summary": "Readiness",
-                "description": "200 when the store answers a query, 503 otherwise. No authentication.",
-                "security": [],
-                "responses": {
-                    "200": {"description": "Ready", "content": {"application/json": {"schema": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}},
-                    "503": error_response("The store does not answer.")
-                }
-            }},
-            "/api/v1/openapi.json": {"get": {
-                "summary": "This document",
-                "security": [],
-                "responses": {"200": {"description": "OpenAPI 3.0 document", "content": {"application/json": {"schema": {"type": "object"}}}}}
-            }},
-            "/api/v1/tenants": {"get": {
-                "summary": "Tenants the token may read",
-                "description": "Tenants with data, tenants named in the configuration, and tenants named in the token's scope, restricted to the token's scope (all of them for an admin token).",
-                "responses": {
-                    "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Tenants"}}}},
-                    "401": {"$ref": "#/components/responses/E401"},
-                    "500": {"$ref": "#/components/responses/E500"}
-                }
-            }},
-            "/api/v1/tenants/{tenant}/streaming/summary": streaming_op(
-                "Every metric over the range",
-                "active_sessions adds the sessions still running at the first quarter-hour of the range. peak_concurrent is the highest per-minute sum over the selected streams.",
-                &[],
-                "Summary"
-            ),
-            "/api/v1/tenants/{tenant}/streaming/timeseries": streaming_op(
-                "The metrics per bucket",
-                "One row per bucket of `granularity`, each bucket clipped to the range, with the metrics of that bucket alone (active_sessions and aqh per bucket). Hour, day, week and month buckets follow the time zone (`tz`, else the tenant's configured zone, else UTC); weeks start on Monday; local days may be 23 or 25 hours long. At most 10080 rows (minute granularity over at most 7 days), else 400. Minute rows carry only peak_concurrent and peak_at (the listeners of that minute); the other metrics are kept per quarter-hour and are null there.",
-                &["Granularity", "Tz"],
-                "Timeseries"
-            ),
-            "/api/v1/tenants/{tenant}/streaming/by-hour": streaming_op(
-                "The metrics by local hour of day",
-                "24 rows, local hours 0-23 in the time zone (`tz`, else the tenant's, else UTC), over the days of the range. active_sessions sums, over the days, the sessions overlapping that hour; unique_listeners counts distinct listeners active in that hour on any day. Half-hour and 45-minute zones are exact: data is kept per quarter-hour.",
-                &["Tz"],
-                "ByHour"
-            ),
-            "/api/v1/tenants/{tenant}/streaming/session-lengths": streaming_op(
-                "Qualifying sessions by length",
-                "13 buckets with edges 1, 5, 10, 15, 30 minutes, 1, 2, 3, 4, 6, 8, 12, 18 hours; the last is open (max_seconds null). Sessions are counted in the range they started in. Short sessions are reported on their own.",
-                &[],
-                "SessionLengths"
-            ),
-            "/api/v1/tenants/{tenant}/streaming/by/{dimension}": streaming_op(
-                "A breakdown by one dimension",
-                "Rows sorted by sessions, highest first (ties by value). stream and protocol come from the rollup keys and carry the summary's metrics (peak_concurrent only for stream). client, device, os, country, referrer, source and rendition (the HLS rendition, `none` for progressive streams) come from per-quarter-hour counters; their unique_listeners come from per-hour sketches (whole UTC hours overlapping the range). Per tenant and UTC hour the store keeps at most [limits] max_streams streams and max_values values per dimension: names beyond are merged into the row `(other)`, so rows sum to the totals. An unknown dimension is a 404.",
-                &["Dimension"],
-                "Breakdown"
-            )
-        },
+        "paths": {},
         "components": {
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API token; the collector keeps only its SHA-256. A token reads the tenants of its scope, or all with the admin scope."}},
             "parameters": {
-                "Tenant": {"name": "tenant", "in": "path", "required": true, "schema": {"type": "string"}},
+                "Tenant": {"name": "tenant", "in": "path", "required": true, "description": earshot_common::tenant::TenantName::RULE, "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}},
                 "Dimension": {"name": "dimension", "in": "path", "required": true, "schema": {"type": "string", "enum": crate::store::Breakdown::NAMES}},
                 "From": {"name": "from", "in": "query", "required": true, "description": "Start, RFC 3339 with an offset (2026-11-28T00:00:00Z, 2026-11-28T05:30:00+05:30); aligned down to the quarter-hour.", "schema": {"type": "string", "format": "date-time"}},
                 "To": {"name": "to", "in": "query", "required": true, "description": "End (exclusive), RFC 3339 with an offset; aligned up to the quarter-hour. Must be after `from`.", "schema": {"type": "string", "format": "date-time"}},
@@ -240,7 +246,7 @@ pub fn document() -> Value {
                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
                 },
                 "E403": error_response("The token's scope does not hold the tenant."),
-                "E404": error_response("Unknown route or unknown dimension."),
+                "E404": error_response("Unknown route or unknown dimension, or a tenant that is no tenant name."),
                 "E500": error_response("The store failed.")
             },
             "schemas": {
@@ -289,73 +295,95 @@ pub fn document() -> Value {
     });
     add_live_and_metrics(&mut doc);
     add_apps_and_events(&mut doc);
+    for route in ROUTES {
+        let mut op = (route.operation)();
+        op["summary"] = json!(route.summary);
+        let params: Vec<Value> = route
+            .params
+            .iter()
+            .chain(route.query)
+            .map(|p| param_ref(p.component))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = json!(params);
+        }
+        if route.access == Access::Public {
+            op["security"] = json!([]);
+        }
+        doc["paths"][route.path][route.method.as_str()] = op;
+    }
     doc
 }
 
-/// App downloads, Matomo engagement and the platform's events (see `apps.rs`, `events.rs`).
+fn day_responses(ok: Value, extra: &[(u16, &str)]) -> Value {
+    let mut r = errors(&[400, 401, 403, 500]);
+    r.insert("200".into(), ok);
+    for (code, text) in extra {
+        r.insert(code.to_string(), error_response(text));
+    }
+    Value::Object(r)
+}
+
+pub(super) fn downloads() -> Value {
+    json!({
+        "description": "Downloads per store and app over the range, from App Store Connect Summary Sales reports (downloads = first-time downloads 1/1F/1T/F1 net of refunds, redownloads = 3/3F, updates = 7/7F/7T/F7; no uninstalls) and Google Play installs reports (downloads = Daily User Installs, updates = Daily Device Upgrades, uninstalls = Daily Device Uninstalls; no redownloads). A count is null where the store does not report it. Per app and day, Google's overview row is used when imported, else the sum of its country rows. Counts may be decimals (Apple's Units are DECIMAL(18,2)).",
+        "responses": day_responses(json_ok("AppDownloads"), &[(404, "No apps database on this collector.")])
+    })
+}
+
+pub(super) fn downloads_by() -> Value {
+    json!({
+        "description": "dimension must be `country`. Country rows only (Apple's Country Code, Google's country file), highest downloads first; apps whose reports have no country breakdown in the range are listed in apps_without_country.",
+        "responses": day_responses(json_ok("AppDownloadsByCountry"), &[(404, "Unknown dimension, or no apps database.")])
+    })
+}
+
+pub(super) fn engagement() -> Value {
+    json!({
+        "description": "Matomo's VisitsSummary.get, DevicesDetection.getType and DevicesDetection.getOsFamilies for the tenant's site, per day in the tenant's time zone, summed over the range: summary, timeseries and breakdowns by device type and OS family. Days are cached in the collector: a day fetched 2 hours after it ended is never fetched again; today is re-fetched at most every 5 minutes. nb_uniq_visitors and nb_users are given for one-day ranges and buckets only (Matomo's unique counts cannot be summed). The live counters (Live.getCounters, polled every minute) are under /live as `apps`.",
+        "responses": day_responses(json_ok("AppEngagement"), &[(404, "Matomo not configured, or no site for the tenant."), (502, "Matomo failed or refused the token (the message says which).")])
+    })
+}
+
+pub(super) fn get_events() -> Value {
+    json!({
+        "description": "The tenant's posted events kept in memory ([events] retention_secs, default 2 h; at most max_events of all tenants, the oldest dropped first and counted in `dropped`), oldest first. Poll with since=<last id seen>. A read token for the tenant.",
+        "responses": day_responses(json_ok("Events"), &[])
+    })
+}
+
+pub(super) fn post_events() -> Value {
+    let mut responses = errors(&[400, 401, 403, 404]);
+    responses.insert("202".into(), json!({"description": "Accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventsAccepted"}}}}));
+    responses.insert("413".into(), error_response("The body is over 2 MB."));
+    json!({
+        "description": "One JSON object per line (application/x-ndjson), each with a string `type` (1-100 characters), optionally `at` (RFC 3339; default: when received) and `stream` (a string); other fields are kept as sent. At most 4096 bytes per line and 10000 lines per request. A bad line refuses the whole body (400, naming the line). Needs a token with scope = \"ingest\" for the tenant; a read token gets 403. Each event gets an id from the same sequence as live/stream and is pushed there as an `events` event.",
+        "requestBody": {"required": true, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+        "responses": responses
+    })
+}
+
+/// The components of app downloads, Matomo engagement and the platform's events (see
+/// `apps.rs`, `events.rs`).
 fn add_apps_and_events(doc: &mut Value) {
-    let json_ok = |schema: &str| json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
-    let responses = |ok: Value, extra: &[(u16, &str)]| {
-        let mut r = errors(&[400, 401, 403, 500]);
-        r.insert("200".into(), ok);
-        for (code, text) in extra {
-            r.insert(code.to_string(), error_response(text));
-        }
-        Value::Object(r)
-    };
     let day = |name: &str, what: &str| json!({"name": name, "in": "query", "required": true, "description": what, "schema": {"type": "string"}});
-    let from = day(
+    let parameters = &mut doc["components"]["parameters"];
+    parameters["DayFrom"] = day(
         "from",
         "First day, YYYY-MM-DD (or an RFC 3339 time: its date in the tenant's time zone).",
     );
-    let to = day(
+    parameters["DayTo"] = day(
         "to",
         "Day after the last, YYYY-MM-DD: the range is [from, to). An RFC 3339 time after midnight counts its day in.",
     );
-    let granularity = json!({"name": "granularity", "in": "query", "required": false, "schema": {"type": "string", "enum": ["day", "week", "month"], "default": "day"}, "description": "Bucket size of the rows (weeks start on Monday); buckets are clipped to the range."});
-    let store = json!({"name": "store", "in": "query", "required": false, "schema": {"type": "string", "enum": ["app_store", "google_play"]}});
-    let app = json!({"name": "app", "in": "query", "required": false, "description": "One app: Apple SKU or Google package name.", "schema": {"type": "string"}});
-    let paths = &mut doc["paths"];
-    paths["/api/v1/tenants/{tenant}/apps/downloads"] = json!({"get": {
-        "summary": "App downloads",
-        "description": "Downloads per store and app over the range, from App Store Connect Summary Sales reports (downloads = first-time downloads 1/1F/1T/F1 net of refunds, redownloads = 3/3F, updates = 7/7F/7T/F7; no uninstalls) and Google Play installs reports (downloads = Daily User Installs, updates = Daily Device Upgrades, uninstalls = Daily Device Uninstalls; no redownloads). A count is null where the store does not report it. Per app and day, Google's overview row is used when imported, else the sum of its country rows. Counts may be decimals (Apple's Units are DECIMAL(18,2)).",
-        "parameters": [param_ref("Tenant"), from, to, granularity, store, app],
-        "responses": responses(json_ok("AppDownloads"), &[(404, "No apps database on this collector.")])
-    }});
-    paths["/api/v1/tenants/{tenant}/apps/downloads/by/{dimension}"] = json!({"get": {
-        "summary": "App downloads by country",
-        "description": "dimension must be `country`. Country rows only (Apple's Country Code, Google's country file), highest downloads first; apps whose reports have no country breakdown in the range are listed in apps_without_country.",
-        "parameters": [param_ref("Tenant"), {"name": "dimension", "in": "path", "required": true, "schema": {"type": "string", "enum": ["country"]}}, day("from", "First day (as for apps/downloads)."), day("to", "Day after the last."), store, app],
-        "responses": responses(json_ok("AppDownloadsByCountry"), &[(404, "Unknown dimension, or no apps database.")])
-    }});
-    paths["/api/v1/tenants/{tenant}/apps/engagement"] = json!({"get": {
-        "summary": "App engagement (Matomo)",
-        "description": "Matomo's VisitsSummary.get, DevicesDetection.getType and DevicesDetection.getOsFamilies for the tenant's site, per day in the tenant's time zone, summed over the range: summary, timeseries and breakdowns by device type and OS family. Days are cached in the collector: a day fetched 2 hours after it ended is never fetched again; today is re-fetched at most every 5 minutes. nb_uniq_visitors and nb_users are given for one-day ranges and buckets only (Matomo's unique counts cannot be summed). The live counters (Live.getCounters, polled every minute) are under /live as `apps`.",
-        "parameters": [param_ref("Tenant"), day("from", "First day."), day("to", "Day after the last."), granularity],
-        "responses": responses(json_ok("AppEngagement"), &[(404, "Matomo not configured, or no site for the tenant."), (502, "Matomo failed or refused the token (the message says which).")])
-    }});
-    let mut post_responses = errors(&[400, 401, 403]);
-    post_responses.insert("202".into(), json!({"description": "Accepted", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventsAccepted"}}}}));
-    post_responses.insert("413".into(), error_response("The body is over 2 MB."));
-    paths["/api/v1/tenants/{tenant}/events"] = json!({
-        "get": {
-            "summary": "Recent events",
-            "description": "The tenant's posted events kept in memory ([events] retention_secs, default 2 h; at most max_events of all tenants, the oldest dropped first and counted in `dropped`), oldest first. Poll with since=<last id seen>. A read token for the tenant.",
-            "parameters": [param_ref("Tenant"),
-                {"name": "since", "in": "query", "required": false, "schema": {"type": "string"}, "description": "An event id (events after it) or an RFC 3339 time (events whose `at` is not before it)."},
-                {"name": "type", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only events of this type."},
-                {"name": "stream", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only events with this stream."},
-                {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}}],
-            "responses": responses(json_ok("Events"), &[])
-        },
-        "post": {
-            "summary": "Post events (JSON lines)",
-            "description": "One JSON object per line (application/x-ndjson), each with a string `type` (1-100 characters), optionally `at` (RFC 3339; default: when received) and `stream` (a string); other fields are kept as sent. At most 4096 bytes per line and 10000 lines per request. A bad line refuses the whole body (400, naming the line). Needs a token with scope = \"ingest\" for the tenant; a read token gets 403. Each event gets an id from the same sequence as live/stream and is pushed there as an `events` event.",
-            "parameters": [param_ref("Tenant")],
-            "requestBody": {"required": true, "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
-            "responses": post_responses
-        }
-    });
+    parameters["DayGranularity"] = json!({"name": "granularity", "in": "query", "required": false, "schema": {"type": "string", "enum": ["day", "week", "month"], "default": "day"}, "description": "Bucket size of the rows (weeks start on Monday); buckets are clipped to the range."});
+    parameters["AppStore"] = json!({"name": "store", "in": "query", "required": false, "schema": {"type": "string", "enum": ["app_store", "google_play"]}});
+    parameters["App"] = json!({"name": "app", "in": "query", "required": false, "description": "One app: Apple SKU or Google package name.", "schema": {"type": "string"}});
+    parameters["AppDimension"] = json!({"name": "dimension", "in": "path", "required": true, "schema": {"type": "string", "enum": ["country"]}});
+    parameters["EventsSince"] = json!({"name": "since", "in": "query", "required": false, "schema": {"type": "string"}, "description": "An event id (events after it) or an RFC 3339 time (events whose `at` is not before it)."});
+    parameters["EventType"] = json!({"name": "type", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only events of this type."});
+    parameters["EventStream"] = json!({"name": "stream", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only events with this stream."});
+    parameters["EventLimit"] = json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000}});
     let counts = |extra: Value| {
         let mut p = json!({
             "downloads": {"type": "number", "nullable": true, "description": "First-time downloads/installs; null if not reported."},
@@ -446,56 +474,50 @@ fn add_apps_and_events(doc: &mut Value) {
         "last_id": {"type": "string", "description": "The tenant's last event id (\"0\": none)."},
         "dropped": {"type": "integer"}
     }});
-    let stream = &mut paths_desc(doc, "/api/v1/tenants/{tenant}/live/stream");
-    stream.push_str(" Posted events come as `events` events (data {\"tenant\", \"events\": [...]}, id the last event's id), always before the `live` event of the same change; reconnecting with Last-Event-ID resumes after the last event seen.");
-    doc["paths"]["/api/v1/tenants/{tenant}/live/stream"]["get"]["description"] = json!(stream);
 }
 
-fn paths_desc(doc: &Value, path: &str) -> String {
-    doc["paths"][path]["get"]["description"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+fn live_responses(ok: Value) -> Value {
+    let mut r = errors(&[400, 401, 403]);
+    r.insert("200".into(), ok);
+    Value::Object(r)
 }
 
-/// The live endpoints and `/metrics` (see `live.rs` and `metrics.rs`).
-fn add_live_and_metrics(doc: &mut Value) {
-    let live_errors = errors(&[400, 401, 403]);
-    let with_ok = |ok: Value| {
-        let mut r = live_errors.clone();
-        r.insert("200".into(), ok);
-        Value::Object(r)
-    };
-    let json_ok = |schema: &str| json!({"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}});
-    let paths = &mut doc["paths"];
-    paths["/metrics"] = json!({"get": {
-        "summary": "Prometheus metrics",
+pub(super) fn metrics() -> Value {
+    json!({
         "description": "Prometheus text format 0.0.4. Live listeners (earshot_live_listeners{tenant,stream,protocol}); the collector's health: earshot_agents_connected, earshot_batches_merged_total, earshot_live_datagrams_total, earshot_api_requests_total{status}, earshot_collector_folded_total{tenant,what} (distinct names the collector's [limits] folded into (other) on merge, per UTC hour, what = stream or a dimension; kept in the store across restarts) and more; per agent (label agent): earshot_agent_up, earshot_agent_lines_total, earshot_agent_malformed_lines_total{reason}, earshot_agent_not_sessions_total{tenant,kind} (2xx requests that were not audio: document, image, script, player_file, status_page, method, other, ignored) and earshot_agent_folded_total{tenant,what} (names the agent folded into (other)) (from merged batches), earshot_agent_sessions_open, earshot_agent_spool_batches, earshot_agent_spool_bytes, earshot_agent_send_failures_total, earshot_agent_live_sent_total, earshot_agent_live_dropped_total, earshot_agent_live_polls_failed_total (from the agent's last health report). Needs a token with the admin scope: every tenant's audience is on this page.",
         "responses": {
             "200": {"description": "OK", "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}},
+            "400": {"$ref": "#/components/responses/E400"},
             "401": {"$ref": "#/components/responses/E401"},
             "403": error_response("The token is not an admin token."),
             "500": {"$ref": "#/components/responses/E500"}
         }
-    }});
-    paths["/api/v1/tenants/{tenant}/live"] = json!({"get": {
-        "summary": "Listeners now",
+    })
+}
+
+pub(super) fn live_now() -> Value {
+    json!({
         "description": "The live listener count of the tenant: the sum over hosts (agents) of their latest sample per stream, by stream, by protocol and per host. A host whose samples stop counts for nothing after stale_after_seconds. Samples arrive every agent poll interval ([live] interval_secs); the count follows within about one interval.",
-        "parameters": [param_ref("Tenant")],
-        "responses": with_ok(json_ok("LiveNow"))
-    }});
-    paths["/api/v1/tenants/{tenant}/live/history"] = json!({"get": {
-        "summary": "Listeners over the last minutes",
+        "responses": live_responses(json_ok("LiveNow"))
+    })
+}
+
+pub(super) fn live_history() -> Value {
+    json!({
         "description": "The sums of the recent past (kept for live_retention_secs, default 2 hours, across restarts), in buckets of `step` seconds aligned to the clock; the last bucket holds now. Each point gives the count at its time (`listeners`) and the highest count within its bucket (`peak`); both null before anything was known. At most 7200 points per series.",
-        "parameters": [param_ref("Tenant"), param_ref("Minutes"), param_ref("Step"), param_ref("Stream")],
-        "responses": with_ok(json_ok("LiveHistory"))
-    }});
-    paths["/api/v1/tenants/{tenant}/live/stream"] = json!({"get": {
-        "summary": "Listeners now, as server-sent events",
-        "description": "text/event-stream. One event `live` per change of what /live reports, its data the same JSON as /live, its id the change's event_id (ids only grow, across collector restarts too). The first event comes at once, with `retry: 1000`. A client reconnecting with the header Last-Event-ID gets the current state at once if it changed since that id, else nothing until the next change (a live count is latest-wins: missed intermediate values are in live/history). Idle streams carry a `: heartbeat` comment every heartbeat_secs (default 15).",
-        "parameters": [param_ref("Tenant"), param_ref("LastEventId")],
-        "responses": with_ok(json!({"description": "An endless event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}))
-    }});
+        "responses": live_responses(json_ok("LiveHistory"))
+    })
+}
+
+pub(super) fn live_stream() -> Value {
+    json!({
+        "description": "text/event-stream. One event `live` per change of what /live reports, its data the same JSON as /live, its id the change's event_id (ids only grow, across collector restarts too). The first event comes at once, with `retry: 1000`. A client reconnecting with the header Last-Event-ID gets the current state at once if it changed since that id, else nothing until the next change (a live count is latest-wins: missed intermediate values are in live/history). Idle streams carry a `: heartbeat` comment every heartbeat_secs (default 15). Posted events come as `events` events (data {\"tenant\", \"events\": [...]}, id the last event's id), always before the `live` event of the same change; reconnecting with Last-Event-ID resumes after the last event seen.",
+        "responses": live_responses(json!({"description": "An endless event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}))
+    })
+}
+
+/// The components of the live endpoints and `/metrics` (see `live.rs` and `metrics.rs`).
+fn add_live_and_metrics(doc: &mut Value) {
     let components = &mut doc["components"];
     components["parameters"]["Minutes"] = json!({"name": "minutes", "in": "query", "required": false, "description": "How far back, in minutes; default and maximum: live_retention_secs / 60 (120).", "schema": {"type": "integer", "minimum": 1}});
     components["parameters"]["Step"] = json!({"name": "step", "in": "query", "required": false, "description": "Bucket length in seconds (1 to 3600).", "schema": {"type": "integer", "minimum": 1, "maximum": 3600, "default": 60}});

@@ -1,11 +1,12 @@
 use axum::body::{Body, to_bytes};
-use axum::http::Request;
+use axum::http::{HeaderMap, Request};
 use earshot_common::rollup::{DimCounts, Dimension, HourKey, HourRollup, Protocol};
 use earshot_common::time::{DAY_MS, HOUR_MS, days_from_civil};
 use earshot_common::wire::{AgentCounters, Batch};
 use tower::ServiceExt;
 
 use super::*;
+use crate::store::Breakdown;
 
 const ADMIN: &str = "admin-secret";
 const RADIO1: &str = "radio1-secret";
@@ -414,4 +415,184 @@ async fn timeseries_by_hour_lengths_and_breakdowns() {
     assert_eq!(b["rows"][0]["value"], "/live.mp3");
     assert_eq!(b["rows"][0]["peak_concurrent"], 2);
     assert_eq!(b["rows"][0]["aqh"], 1.0);
+}
+
+/// `{tenant}` → `tenant`, `{dimension}` → `country` (a dimension of streaming and of apps).
+fn concrete(path: &str, tenant: &str) -> String {
+    path.replace("{tenant}", tenant)
+        .replace("{dimension}", "country")
+}
+
+#[test]
+fn every_route_is_documented_with_its_parameters() {
+    let doc = openapi::document();
+    let mut documented = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented += 1;
+            assert!(
+                routes::ROUTES
+                    .iter()
+                    .any(|r| r.path == path && r.method.as_str() == method),
+                "{method} {path} is documented but not in the route table"
+            );
+        }
+    }
+    assert_eq!(documented, routes::ROUTES.len());
+    for route in routes::ROUTES {
+        let what = format!("{} {}", route.method.as_str(), route.path);
+        let op = &doc["paths"][route.path][route.method.as_str()];
+        assert!(op.is_object(), "{what} undocumented");
+        assert_eq!(op["summary"], route.summary, "{what}");
+        assert!(op["responses"].is_object(), "{what}");
+        // The parameters the document lists are the table's, each resolving to a component
+        // with the same name and place.
+        let listed: Vec<(String, String)> = op["parameters"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                let r = p["$ref"].as_str().expect("parameters are references");
+                let c = doc
+                    .pointer(r.trim_start_matches('#'))
+                    .unwrap_or_else(|| panic!("{what}: dangling {r}"));
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["in"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let table: Vec<(String, String)> = route
+            .params
+            .iter()
+            .chain(route.query)
+            .map(|p| {
+                let at = match p.location {
+                    routes::In::Path => "path",
+                    routes::In::Query => "query",
+                    routes::In::Header => "header",
+                };
+                (p.name.to_string(), at.to_string())
+            })
+            .collect();
+        assert_eq!(listed, table, "{what}");
+        // Every `{name}` of the path is a path parameter.
+        for seg in route.path.split('/').filter(|s| s.starts_with('{')) {
+            let name = seg.trim_matches(|c| c == '{' || c == '}');
+            assert!(
+                table.contains(&(name.to_string(), "path".to_string())),
+                "{what}: {name}"
+            );
+        }
+        assert!(
+            route.query.iter().all(|p| p.location == routes::In::Query),
+            "{what}"
+        );
+        assert_eq!(
+            op["security"] == json!([]),
+            route.access == routes::Access::Public,
+            "{what}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_route_is_served_and_checks_what_the_table_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("c.db")).unwrap();
+    let token = |name: &str, tenants: &[&str]| ApiToken {
+        name: name.into(),
+        token_sha256: token_digest(name),
+        tenants: tenants.iter().map(|t| t.to_string()).collect(),
+    };
+    let config = ApiConfig {
+        tokens: vec![
+            token("admin", &["*"]),
+            token("r1", &["radio1"]),
+            token("ingest", &[]),
+        ],
+        ..Default::default()
+    };
+    let services = Services {
+        ingest_tokens: Arc::new(vec![token("ingest", &["radio1"])]),
+        ..Default::default()
+    };
+    let router = router_with(store, Arc::new(config), services);
+    let send = async |method: routes::Method, uri: &str, token: Option<&str>| {
+        let mut req = Request::builder()
+            .method(match method {
+                routes::Method::Get => "GET",
+                routes::Method::Post => "POST",
+            })
+            .uri(uri);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let resp = router
+            .clone()
+            .oneshot(req.body(Body::from("{\"type\":\"x\"}\n")).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = to_bytes(resp.into_body(), 1 << 24).await.unwrap();
+        (status, String::from_utf8_lossy(&bytes).to_string())
+    };
+    for route in routes::ROUTES {
+        let what = format!("{} {}", route.method.as_str(), route.path);
+        let own = concrete(route.path, "radio1");
+        let (s, body) = send(route.method, &own, None).await;
+        assert_ne!(s, StatusCode::METHOD_NOT_ALLOWED, "{what}: {body}");
+        assert!(!body.contains("no such route"), "{what} is not served");
+        if route.access == routes::Access::Public {
+            assert_eq!(s, StatusCode::OK, "{what}: {body}");
+            continue;
+        }
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{what}: {body}");
+        let takes = if route.query.is_empty() {
+            "no parameters".to_string()
+        } else {
+            route
+                .query
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let allowed = match route.access {
+            routes::Access::Ingest => "ingest",
+            _ => "admin",
+        };
+        let (s, body) = send(route.method, &format!("{own}?zz=1"), Some(allowed)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{what}: {body}");
+        assert!(
+            body.contains(&format!(
+                "unknown parameter `zz`; this endpoint takes {takes}\""
+            )),
+            "{what}: {body}"
+        );
+        match route.access {
+            routes::Access::Public | routes::Access::AnyToken => {}
+            routes::Access::Tenant => {
+                let other = concrete(route.path, "radio2");
+                let (s, body) = send(route.method, &other, Some("r1")).await;
+                assert_eq!(s, StatusCode::FORBIDDEN, "{what}: {body}");
+                let bad = concrete(route.path, "a%20b");
+                let (s, body) = send(route.method, &bad, Some("admin")).await;
+                assert_eq!(s, StatusCode::NOT_FOUND, "{what}: {body}");
+                assert!(body.contains("no such tenant: tenant names are"), "{body}");
+            }
+            routes::Access::Admin => {
+                let (s, body) = send(route.method, &own, Some("r1")).await;
+                assert_eq!(s, StatusCode::FORBIDDEN, "{what}: {body}");
+            }
+            routes::Access::Ingest => {
+                let (s, body) = send(route.method, &own, Some("r1")).await;
+                assert_eq!(s, StatusCode::FORBIDDEN, "{what}: {body}");
+                let other = concrete(route.path, "radio2");
+                let (s, body) = send(route.method, &other, Some("ingest")).await;
+                assert_eq!(s, StatusCode::FORBIDDEN, "{what}: {body}");
+            }
+        }
+    }
 }
