@@ -57,6 +57,9 @@ const MAX_VIEWS: usize = 65_536;
 #[derive(Clone, Copy, Default)]
 struct DirView {
     epoch: u32,
+    /// Names this directory's name views: a new one (never used before) whenever the view
+    /// is made again or the layout learns something of the directory's names.
+    generation: u32,
     playlist_dir: bool,
     /// The length of the directory's parent when that is a playlist directory (then the
     /// directory holds renditions), else 0.
@@ -66,7 +69,8 @@ struct DirView {
 /// What one name of a directory adds to a session.
 #[derive(Clone, Copy, Default)]
 struct NameView {
-    epoch: u32,
+    /// The [`DirView::generation`] it was worked out under.
+    generation: u32,
     part: HlsPart,
 }
 
@@ -324,6 +328,8 @@ pub struct Ingestor {
     /// See [`DirView`], [`NameView`].
     dir_views: KeyTable<DirView>,
     name_views: KeyTable<NameView>,
+    /// The last [`DirView::generation`] given.
+    generation: u32,
     /// Successful requests that are not sessions, by (tenant, kind).
     not_sessions: HashMap<(u32, NotSession), u64>,
     /// What `--explain` shows, when asked for.
@@ -397,6 +403,7 @@ impl Ingestor {
             stem_index: HashMap::default(),
             dir_views: KeyTable::default(),
             name_views: KeyTable::default(),
+            generation: 0,
             not_sessions: HashMap::default(),
             explain: None,
             open_hls: HashMap::default(),
@@ -669,11 +676,11 @@ impl Ingestor {
         if what == What::Playlist {
             let stem = layout::without_extension(name);
             let name_key = name_key(dir_key, stem, b'p');
-            let mut view = self.name_view(name_key);
-            if view.is_none() {
-                self.layout.learn_playlist(dir_key);
+            let mut dir_view = self.dir_view(tenant, dir, dir_key);
+            let mut view = self.name_view(&dir_view, name_key);
+            if view.is_none() && self.layout.learn_playlist(dir_key) {
+                dir_view = self.dir_view(tenant, dir, dir_key);
             }
-            let dir_view = self.dir_view(tenant, dir, dir_key);
             if dir_view.parent_len > 0 {
                 let parent = &dir[..dir_view.parent_len as usize];
                 return (
@@ -686,12 +693,14 @@ impl Ingestor {
             let part = match view.take() {
                 Some(v) => v,
                 None => {
-                    self.layout.note_playlist(dir_key, stem);
+                    if self.layout.note_playlist(dir_key, stem) {
+                        dir_view = self.renew_dir_view(dir_key);
+                    }
                     let part = HlsPart {
                         rendition: None,
                         stem: self.intern_stem(stem) | FROM_PLAYLIST,
                     };
-                    self.keep_name_view(name_key, part);
+                    self.keep_name_view(&dir_view, name_key, part);
                     part
                 }
             };
@@ -722,7 +731,7 @@ impl Ingestor {
             let parent = &dir[..dir_view.parent_len as usize];
             // A rendition's sub-directory: its name is the rendition.
             let name_key = name_key(dir_key, b"", b'd');
-            let rendition = match self.name_view(name_key) {
+            let rendition = match self.name_view(&dir_view, name_key) {
                 Some(part) => part.rendition,
                 None => {
                     let name = String::from_utf8_lossy(dir_name(dir));
@@ -731,7 +740,7 @@ impl Ingestor {
                         rendition: Some(id),
                         stem: 0,
                     };
-                    self.keep_name_view(name_key, part);
+                    self.keep_name_view(&dir_view, name_key, part);
                     part.rendition
                 }
             };
@@ -741,15 +750,19 @@ impl Ingestor {
         }
         let owner = layout::owner_stem(name);
         let name_key = name_key(dir_key, owner, b's');
-        let mut part = match self.name_view(name_key) {
+        let mut part = match self.name_view(&dir_view, name_key) {
             Some(part) => part,
             None => {
-                self.layout.note_segment(dir_key, owner);
+                let dir_view = if self.layout.note_segment(dir_key, owner) {
+                    self.renew_dir_view(dir_key)
+                } else {
+                    dir_view
+                };
                 let part = HlsPart {
                     rendition: Some(self.rendition_of_segment(name)),
                     stem: self.intern_stem(owner),
                 };
-                self.keep_name_view(name_key, part);
+                self.keep_name_view(&dir_view, name_key, part);
                 part
             }
         };
@@ -775,6 +788,7 @@ impl Ingestor {
             .map_or(0, |p| p.len().min(u16::MAX as usize) as u16);
         let view = DirView {
             epoch,
+            generation: self.next_generation(),
             playlist_dir: self.layout.is_playlist_dir(dir_key),
             parent_len,
         };
@@ -785,20 +799,37 @@ impl Ingestor {
         view
     }
 
-    /// What a playlist or segment name of a directory adds to a session, when it was worked
-    /// out under the layout's current epoch.
-    #[inline]
-    fn name_view(&self, key: u64) -> Option<HlsPart> {
-        let v = self.name_views.get(key)?;
-        (v.epoch == self.layout.epoch()).then_some(v.part)
+    /// The layout learned something of a directory's names (its view was just made or
+    /// found): its name views are worked out again.
+    fn renew_dir_view(&mut self, dir_key: u64) -> DirView {
+        let generation = self.next_generation();
+        let v = self
+            .dir_views
+            .get_mut(dir_key)
+            .expect("a directory's view is made before its names are looked at");
+        v.generation = generation;
+        *v
     }
 
-    fn keep_name_view(&mut self, key: u64, part: HlsPart) {
+    fn next_generation(&mut self) -> u32 {
+        self.generation = self.generation.wrapping_add(1);
+        self.generation
+    }
+
+    /// What a playlist or segment name of a directory adds to a session, when it was worked
+    /// out under the directory's current view.
+    #[inline]
+    fn name_view(&self, dir: &DirView, key: u64) -> Option<HlsPart> {
+        let v = self.name_views.get(key)?;
+        (v.generation == dir.generation).then_some(v.part)
+    }
+
+    fn keep_name_view(&mut self, dir: &DirView, key: u64, part: HlsPart) {
         if self.name_views.len() >= MAX_VIEWS {
             self.name_views.retain(|_| false);
         }
-        let epoch = self.layout.epoch();
-        self.name_views.insert(key, NameView { epoch, part });
+        let generation = dir.generation;
+        self.name_views.insert(key, NameView { generation, part });
     }
 
     /// The rendition value a same-directory segment's name gives (0, none, when it gives

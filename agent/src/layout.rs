@@ -63,8 +63,9 @@ pub struct Layout {
     dirs: HashMap<u64, Stems>,
     /// Playlist directories not learned because the table was full.
     pub overflowed: u64,
-    /// Changes whenever something new is learned: what callers derived from the layout
-    /// under an older epoch must be derived again.
+    /// Changes whenever a playlist directory is learned (or the layout restored): what
+    /// callers derived of directories under an older epoch must be derived again. What is
+    /// learned of one directory's names changes no epoch: its `note_*` call says so.
     epoch: u32,
 }
 
@@ -76,17 +77,19 @@ pub struct SavedLayout {
 }
 
 impl Layout {
-    /// A `.m3u8` was fetched from `dir` of `tenant`.
-    pub fn learn_playlist(&mut self, dir_key: u64) {
+    /// A `.m3u8` was fetched from `dir` of `tenant`. Says whether the directory is new (the
+    /// epoch then changed).
+    pub fn learn_playlist(&mut self, dir_key: u64) -> bool {
         if self.playlist_dirs.contains_key(&dir_key) {
-            return;
+            return false;
         }
         if self.playlist_dirs.len() >= MAX_PLAYLIST_DIRS {
             self.overflowed += 1;
-            return;
+            return false;
         }
         self.playlist_dirs.insert(dir_key, ());
         self.epoch = self.epoch.wrapping_add(1);
+        true
     }
 
     /// See the field.
@@ -101,36 +104,41 @@ impl Layout {
     }
 
     /// A playlist named `stem` (without `.m3u8`) was fetched in the HLS directory `dir_key`.
-    pub fn note_playlist(&mut self, dir_key: u64, stem: &[u8]) {
+    /// Says whether that is new of the directory: what was derived of its names before must
+    /// be derived again (the epoch, which is about directories, stays).
+    pub fn note_playlist(&mut self, dir_key: u64, stem: &[u8]) -> bool {
         let key = stem_key(stem);
         let stems = self.dirs.entry(dir_key).or_default();
         if let Some(s) = stems.stems.iter_mut().find(|s| s.key == key) {
-            if s.flags & PLAYLIST == 0 {
-                s.flags |= PLAYLIST;
-                self.epoch = self.epoch.wrapping_add(1);
-            }
+            let new = s.flags & PLAYLIST == 0;
+            s.flags |= PLAYLIST;
+            new
         } else if stems.stems.len() < STEMS_PER_DIR {
             stems.stems.push(Stem {
                 key,
                 flags: PLAYLIST,
             });
-            self.epoch = self.epoch.wrapping_add(1);
+            true
+        } else {
+            false
         }
     }
 
     /// A segment whose name's [`owner_stem`] is `stem` was fetched in `dir_key`: it is the
-    /// playlist `stem`'s own segment, if that playlist is known.
-    pub fn note_segment(&mut self, dir_key: u64, stem: &[u8]) {
+    /// playlist `stem`'s own segment, if that playlist is known. Says whether that is new
+    /// of the directory, like [`Layout::note_playlist`].
+    pub fn note_segment(&mut self, dir_key: u64, stem: &[u8]) -> bool {
         let Some(stems) = self.dirs.get_mut(&dir_key) else {
-            return;
+            return false;
         };
         let key = stem_key(stem);
         if let Some(s) = stems.stems.iter_mut().find(|s| s.key == key)
             && s.flags & OWN_SEGMENTS == 0
         {
             s.flags |= OWN_SEGMENTS;
-            self.epoch = self.epoch.wrapping_add(1);
+            return true;
         }
+        false
     }
 
     /// Whether the HLS directory `dir_key` holds several streams (see the module).
