@@ -77,13 +77,10 @@ impl Event {
     pub fn to_json(&self) -> Value {
         let mut obj: Map<String, Value> = serde_json::from_str(&self.body).unwrap_or_default();
         obj.insert("id".into(), Value::String(self.id.to_string()));
-        obj.insert(
-            "at".into(),
-            Value::String(crate::query::rfc3339(self.at_ms)),
-        );
+        obj.insert("at".into(), Value::String(crate::time::rfc3339(self.at_ms)));
         obj.insert(
             "received_at".into(),
-            Value::String(crate::query::rfc3339(self.received_ms)),
+            Value::String(crate::time::rfc3339(self.received_ms)),
         );
         Value::Object(obj)
     }

@@ -2,6 +2,11 @@
 //! their batches exactly once, hands their live samples to the [`LiveStore`] and keeps their
 //! health reports ([`AgentBoard`]).
 //!
+//! The protocol's rules (Hello first, the deadlines, when to answer and when to close) are
+//! [`earshot_common::link::server::ServerSession`]'s; this module drives one per connection
+//! over quinn and carries out what it asks: check a Hello against `[[agents]]`, check a
+//! batch's tenants and merge it, reply, close.
+//!
 //! What must stay true:
 //! - nothing is merged from a connection before its first stream carried a `Hello` with a
 //!   known agent id and that agent's token;
@@ -11,46 +16,29 @@
 //! - one misbehaving connection (garbage, oversized or slow frames) is closed or cut off on its
 //!   own; the others go on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use earshot_common::wire::{
-    self, AgentHealth, AgentMessage, Batch, CollectorMessage, Hello, LiveSample, MAX_FRAME,
-    PROTOCOL_VERSION,
-};
+use earshot_common::link::server::{BatchOutcome, ServerAction, ServerSession};
+use earshot_common::link::{CLOSE_DONE, CLOSE_PROTOCOL, FrameError, FrameReader, StreamId};
+use earshot_common::wire::{self, AgentHealth, Batch, CollectorMessage, Hello, LiveSample};
 use subtle::ConstantTimeEq;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{AgentEntry, Sha256Digest, allows};
 use crate::live::LiveStore;
 use crate::store::{MergeOutcome, Store};
-
-/// Close code: shutting down, or nothing wrong.
-pub const CLOSE_DONE: u32 = 0;
-/// Close code: the agent was not admitted (the reason says why). The agent's `ship` maps it.
-pub const CLOSE_REFUSED: u32 = 1;
-/// Close code: the peer broke the protocol (undecodable or oversized frame, slow Hello).
-pub const CLOSE_PROTOCOL: u32 = 2;
+pub use crate::time::now_ms;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time an unauthenticated connection gets to send its Hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// A Hello is a few hundred bytes; more is not a Hello.
-const MAX_HELLO: usize = 64 * 1024;
-/// Time one batch frame may take to arrive: a slow sender loses its stream, not the
-/// collector's memory.
-const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time an answer gets to reach the agent before its stream task lets go.
-const REPLY_LINGER: Duration = Duration::from_secs(2);
 /// Batches one connection may have in flight at once.
 const MAX_STREAMS: u32 = 8;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// On shutdown: time given to in-flight merges and their acks.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -129,11 +117,6 @@ impl AgentBoard {
     }
 }
 
-/// Milliseconds since the Unix epoch, by the collector's clock.
-pub fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
 /// What the collector knows of one agent.
 #[derive(Debug)]
 struct AgentAuth {
@@ -156,6 +139,14 @@ struct Shared {
 pub struct LinkServer {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LinkServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkServer")
+            .field("local_addr", &self.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
+    }
 }
 
 impl LinkServer {
@@ -227,7 +218,8 @@ impl LinkServer {
     }
 
     /// Accepts agents until `shutdown` fires; then stops taking new connections and batches,
-    /// lets merges in flight finish and send their acks (up to a deadline), and closes.
+    /// lets merges in flight finish and send their acks (each connection's session gives them
+    /// its drain deadline), and closes.
     pub async fn serve(self, shutdown: CancellationToken) {
         let shared = &self.shared;
         loop {
@@ -245,23 +237,30 @@ impl LinkServer {
         self.endpoint.set_server_config(None);
         shared.shutdown.cancel();
         shared.tasks.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, shared.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "merges still running after {DRAIN_TIMEOUT:?}; closing anyway (their agents resend)"
-            );
-        }
+        shared.tasks.wait().await;
         self.endpoint
             .close(CLOSE_DONE.into(), b"collector stopping");
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }
 
+/// What a connection's stream and merge tasks report back to its loop.
+enum Event {
+    Frame(StreamId, Result<Vec<u8>, FrameError>),
+    Merged(StreamId, BatchOutcome),
+    Settled(StreamId),
+    /// A reader stopped on the session's word: nothing to report.
+    Stopped,
+}
+
+/// One connection: the QUIC handshake, then its [`ServerSession`] driven until it closes.
 async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     let remote = incoming.remote_address();
-    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming) => handshake,
+        _ = shared.shutdown.cancelled() => return,
+    };
+    let conn = match handshake {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             bump(&shared.stats.handshakes_failed);
@@ -274,105 +273,219 @@ async fn handle_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             return;
         }
     };
-    let admitted = tokio::select! {
-        agent = authenticate(&conn, &shared) => agent,
-        _ = shared.shutdown.cancelled() => None,
+    let mut link = Connection {
+        origin: tokio::time::Instant::now(),
+        session: ServerSession::new(Duration::ZERO),
+        conn,
+        remote,
+        shared,
+        agent: None,
+        tasks: JoinSet::new(),
+        receivers: HashMap::new(),
+        senders: HashMap::new(),
+        stoppers: HashMap::new(),
+        next_stream: 0,
     };
-    let Some(agent) = admitted else {
-        return;
-    };
-    bump(&shared.stats.agents_admitted);
-    bump(&shared.stats.agents_connected);
-    shared.board.update(&agent.id, |a| a.connections += 1);
-    tracing::info!(agent = %agent.id, %remote, "agent connected");
-    let why = loop {
-        tokio::select! {
-            stream = conn.accept_bi() => match stream {
-                Ok((send, recv)) => {
-                    shared.tasks.spawn(handle_stream(conn.clone(), agent.clone(), send, recv, shared.clone()));
-                }
-                Err(e) => break e.to_string(),
-            },
-            datagram = conn.read_datagram() => match datagram {
-                Ok(bytes) => record_live(&agent, &bytes, &shared),
-                Err(e) => break e.to_string(),
-            },
-            _ = shared.shutdown.cancelled() => break "collector stopping".to_string(),
-        }
-    };
-    shared
-        .stats
-        .agents_connected
-        .fetch_sub(1, Ordering::Relaxed);
-    shared.board.update(&agent.id, |a| {
-        a.connections = a.connections.saturating_sub(1)
-    });
-    tracing::info!(agent = %agent.id, %remote, "agent disconnected: {why}");
+    let why = link.run().await;
+    if let Some(agent) = &link.agent {
+        let stats = &link.shared.stats;
+        stats.agents_connected.fetch_sub(1, Ordering::Relaxed);
+        link.shared.board.update(&agent.id, |a| {
+            a.connections = a.connections.saturating_sub(1)
+        });
+        tracing::info!(agent = %agent.id, %remote, "agent disconnected: {why}");
+    }
 }
 
-/// Reads the Hello on the connection's first stream and answers Welcome or Refused. A refused
-/// connection is closed here.
-async fn authenticate(conn: &quinn::Connection, shared: &Shared) -> Option<Arc<AgentAuth>> {
-    let remote = conn.remote_address();
-    let hello = async {
-        let (send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
-        let body = read_frame(&mut recv, MAX_HELLO)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>((send, body))
-    };
-    let (mut send, body) = match tokio::time::timeout(HELLO_TIMEOUT, hello).await {
-        Ok(Ok(got)) => got,
-        Ok(Err(e)) => {
-            bump(&shared.stats.frames_rejected);
-            tracing::debug!(%remote, "no usable Hello: {e}");
-            conn.close(CLOSE_PROTOCOL.into(), b"expected a Hello frame");
-            return None;
-        }
-        Err(_) => {
-            bump(&shared.stats.frames_rejected);
-            tracing::debug!(%remote, "no Hello within {HELLO_TIMEOUT:?}");
-            conn.close(CLOSE_PROTOCOL.into(), b"no Hello in time");
-            return None;
-        }
-    };
-    let hello = match wire::decode_body::<AgentMessage>(&body) {
-        Ok(AgentMessage::Hello(hello)) => hello,
-        Ok(AgentMessage::Batch(_) | AgentMessage::Health(_) | AgentMessage::CompressedBatch(_)) => {
-            refuse(
-                conn,
-                send,
-                shared,
-                None,
-                "the first request must be a Hello".into(),
-            )
-            .await;
-            return None;
-        }
-        Err(e) => {
-            bump(&shared.stats.frames_rejected);
-            tracing::warn!(%remote, "undecodable Hello: {e}");
-            conn.close(CLOSE_PROTOCOL.into(), b"undecodable frame");
-            return None;
-        }
-    };
-    match admit(&hello, &shared.agents) {
-        Ok(agent) => {
-            let welcome = CollectorMessage::Welcome {
-                protocol_version: PROTOCOL_VERSION,
+/// The driver of one connection's session.
+struct Connection {
+    origin: tokio::time::Instant,
+    session: ServerSession,
+    conn: quinn::Connection,
+    remote: SocketAddr,
+    shared: Arc<Shared>,
+    /// The admitted agent.
+    agent: Option<Arc<AgentAuth>>,
+    tasks: JoinSet<Event>,
+    receivers: HashMap<StreamId, quinn::RecvStream>,
+    senders: HashMap<StreamId, quinn::SendStream>,
+    /// For each stream being read: how to stop its reader, with a code.
+    stoppers: HashMap<StreamId, tokio::sync::oneshot::Sender<u32>>,
+    next_stream: u64,
+}
+
+impl Connection {
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// Runs the session until it closes or the connection goes; returns why it ended.
+    async fn run(&mut self) -> String {
+        let mut stopping = false;
+        while !self.session.is_closed() {
+            let deadline = self.session.poll_timeout().map(|d| self.origin + d);
+            let actions = tokio::select! {
+                stream = self.conn.accept_bi(), if self.session.wants_stream() => match stream {
+                    Ok((send, recv)) => {
+                        let id = StreamId(self.next_stream);
+                        self.next_stream += 1;
+                        self.senders.insert(id, send);
+                        self.receivers.insert(id, recv);
+                        self.session.handle_stream(self.now(), id)
+                    }
+                    Err(e) => return e.to_string(),
+                },
+                datagram = self.conn.read_datagram(), if self.agent.is_some() => match datagram {
+                    Ok(bytes) => self.session.handle_datagram(self.now(), &bytes),
+                    Err(e) => return e.to_string(),
+                },
+                Some(event) = self.tasks.join_next() => match event {
+                    Ok(Event::Frame(id, frame)) => self.session.handle_frame(self.now(), id, frame),
+                    Ok(Event::Merged(id, outcome)) => self.session.handle_merged(self.now(), id, outcome),
+                    Ok(Event::Settled(id)) => self.session.handle_settled(self.now(), id),
+                    Ok(Event::Stopped) | Err(_) => vec![],
+                },
+                _ = sleep_until(deadline), if deadline.is_some() => self.session.handle_timeout(self.now()),
+                _ = self.shared.shutdown.cancelled(), if !stopping => {
+                    stopping = true;
+                    self.session.handle_shutdown(self.now())
+                }
             };
-            match reply(&mut send, &welcome).await {
-                Ok(()) => Some(agent),
-                Err(e) => {
-                    tracing::debug!(%remote, agent = %agent.id, "cannot send Welcome: {e}");
-                    None
+            if let Some(why) = self.carry_out(actions) {
+                return why;
+            }
+        }
+        "closed".into()
+    }
+
+    /// Carries out the session's actions (and those their outcomes lead to); returns why the
+    /// connection was closed, if it was.
+    fn carry_out(&mut self, actions: Vec<ServerAction>) -> Option<String> {
+        let mut queue = VecDeque::from(actions);
+        let stats = self.shared.stats.clone();
+        let remote = self.remote;
+        let agent_id = self
+            .agent
+            .as_ref()
+            .map_or("?", |a| a.id.as_str())
+            .to_string();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                ServerAction::ReadFrame { stream, max } => {
+                    let Some(mut recv) = self.receivers.remove(&stream) else {
+                        continue;
+                    };
+                    let (stop, stopped) = tokio::sync::oneshot::channel::<u32>();
+                    self.stoppers.insert(stream, stop);
+                    self.tasks.spawn(async move {
+                        tokio::select! {
+                            frame = read_frame(&mut recv, max) => Event::Frame(stream, frame),
+                            code = stopped => {
+                                let _ = recv.stop(code.unwrap_or(CLOSE_DONE).into());
+                                Event::Stopped
+                            }
+                        }
+                    });
+                }
+                ServerAction::Admit { hello } => {
+                    let verdict = admit(&hello, &self.shared.agents);
+                    let verdict = match verdict {
+                        Ok(agent) => {
+                            bump(&stats.agents_admitted);
+                            bump(&stats.agents_connected);
+                            self.shared.board.update(&agent.id, |a| a.connections += 1);
+                            tracing::info!(agent = %agent.id, %remote, "agent connected");
+                            let id = agent.id.clone();
+                            self.agent = Some(agent);
+                            Ok(id)
+                        }
+                        Err(reason) => Err(reason),
+                    };
+                    queue.extend(self.session.handle_admission(self.now(), verdict));
+                }
+                ServerAction::Merge { stream, batch } => {
+                    let Some(agent) = self.agent.clone() else {
+                        continue;
+                    };
+                    if let Err(reason) = check_batch(&agent, &batch) {
+                        bump(&stats.batches_refused);
+                        tracing::warn!(agent = %agent.id, seq = batch.seq, "batch refused: {reason}");
+                        let refused = BatchOutcome::Refused {
+                            reason,
+                            retry: false,
+                        };
+                        queue.extend(self.session.handle_merged(self.now(), stream, refused));
+                        continue;
+                    }
+                    let shared = self.shared.clone();
+                    self.tasks.spawn(async move {
+                        Event::Merged(stream, merge(batch, &agent, &shared).await)
+                    });
+                }
+                ServerAction::NoteHealth { health } => {
+                    bump(&stats.health_reports);
+                    let received = now_ms();
+                    self.shared
+                        .board
+                        .update(&agent_id, |a| a.health = Some((health, received)));
+                }
+                ServerAction::Live { sample } => {
+                    if let Some(agent) = &self.agent {
+                        record_live(agent, sample, &self.shared);
+                    }
+                }
+                ServerAction::DatagramRejected { why } => {
+                    bump(&stats.live_rejected);
+                    tracing::debug!(agent = %agent_id, "{why}");
+                }
+                ServerAction::Reply { stream, message } => {
+                    if let (None, CollectorMessage::Refused { reason, .. }) =
+                        (&self.agent, &message)
+                    {
+                        bump(&stats.agents_refused);
+                        tracing::warn!(%remote, "agent refused: {reason}");
+                    }
+                    let Some(send) = self.senders.remove(&stream) else {
+                        continue;
+                    };
+                    self.tasks.spawn(reply(stream, send, message));
+                }
+                ServerAction::EndStream { stream, code } => {
+                    if code == CLOSE_PROTOCOL {
+                        bump(&stats.frames_rejected);
+                        tracing::warn!(agent = %agent_id, "request frame not complete in time; stream dropped");
+                    }
+                    if let Some(stop) = self.stoppers.remove(&stream) {
+                        let _ = stop.send(code);
+                    }
+                    if let Some(mut send) = self.senders.remove(&stream) {
+                        let _ = send.reset(code.into());
+                    }
+                }
+                ServerAction::Close { close, why } => {
+                    match close.code {
+                        CLOSE_PROTOCOL => {
+                            bump(&stats.frames_rejected);
+                            tracing::warn!(%remote, agent = %agent_id, "closing the connection: {why}");
+                        }
+                        _ => {
+                            tracing::debug!(%remote, agent = %agent_id, "closing the connection: {why}")
+                        }
+                    }
+                    self.conn.close(close.code.into(), close.reason.as_bytes());
+                    return Some(why);
                 }
             }
         }
-        Err(reason) => {
-            refuse(conn, send, shared, Some(&hello.agent_id), reason).await;
-            None
-        }
+        None
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one (the select arm is off then anyway).
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -382,12 +495,6 @@ fn admit(
     hello: &Hello,
     agents: &HashMap<String, Arc<AgentAuth>>,
 ) -> Result<Arc<AgentAuth>, String> {
-    if hello.protocol_version != PROTOCOL_VERSION {
-        return Err(format!(
-            "this collector speaks protocol {PROTOCOL_VERSION}, the agent {}",
-            hello.protocol_version
-        ));
-    }
     let presented = Sha256Digest::of(hello.token.as_bytes());
     match agents.get(&hello.agent_id) {
         Some(agent) if bool::from(presented.0.ct_eq(&agent.token_sha256.0)) => Ok(agent.clone()),
@@ -396,114 +503,6 @@ fn admit(
             "unknown agent {:?} or wrong token (check [[agents]] in collector.toml and the agent's token_file)",
             hello.agent_id
         )),
-    }
-}
-
-async fn refuse(
-    conn: &quinn::Connection,
-    mut send: quinn::SendStream,
-    shared: &Shared,
-    agent: Option<&str>,
-    reason: String,
-) {
-    bump(&shared.stats.agents_refused);
-    tracing::warn!(remote = %conn.remote_address(), agent = agent.unwrap_or("?"), "agent refused: {reason}");
-    let refused = CollectorMessage::Refused {
-        reason: reason.clone(),
-        retry: false,
-    };
-    if reply(&mut send, &refused).await.is_ok() {
-        // Let the Refused frame arrive before the close discards what is unsent.
-        let _ = tokio::time::timeout(REPLY_LINGER, send.stopped()).await;
-    }
-    conn.close(CLOSE_REFUSED.into(), reason.as_bytes());
-}
-
-/// One request stream of an admitted agent: read one batch, check, merge, answer.
-async fn handle_stream(
-    conn: quinn::Connection,
-    agent: Arc<AgentAuth>,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    shared: Arc<Shared>,
-) {
-    let read = tokio::select! {
-        read = tokio::time::timeout(FRAME_TIMEOUT, read_frame(&mut recv, MAX_FRAME)) => read,
-        // Shutting down: a batch not yet fully here is left for the agent to resend.
-        _ = shared.shutdown.cancelled() => return,
-    };
-    let body = match read {
-        Ok(Ok(body)) => body,
-        Ok(Err(FrameError::Stream(e))) => {
-            tracing::debug!(agent = %agent.id, "stream ended early: {e}");
-            return;
-        }
-        Ok(Err(e @ FrameError::TooLarge(_))) => {
-            bump(&shared.stats.frames_rejected);
-            tracing::warn!(agent = %agent.id, "closing the connection: {e}");
-            conn.close(CLOSE_PROTOCOL.into(), e.to_string().as_bytes());
-            return;
-        }
-        Err(_) => {
-            bump(&shared.stats.frames_rejected);
-            tracing::warn!(agent = %agent.id, "batch frame not complete within {FRAME_TIMEOUT:?}; stream dropped");
-            let _ = recv.stop(CLOSE_PROTOCOL.into());
-            let _ = send.reset(CLOSE_PROTOCOL.into());
-            return;
-        }
-    };
-    let batch = match wire::decode_body::<AgentMessage>(&body) {
-        Ok(AgentMessage::Batch(batch)) => batch,
-        Ok(AgentMessage::CompressedBatch(deflated)) => match wire::decompress_batch(&deflated) {
-            Ok(batch) => batch,
-            Err(e) => {
-                bump(&shared.stats.frames_rejected);
-                tracing::warn!(agent = %agent.id, "closing the connection: {e}");
-                conn.close(CLOSE_PROTOCOL.into(), b"undecodable frame");
-                return;
-            }
-        },
-        Ok(AgentMessage::Hello(_)) => {
-            let refused = CollectorMessage::Refused {
-                reason: "already admitted: send batches".into(),
-                retry: false,
-            };
-            let _ = reply(&mut send, &refused).await;
-            return;
-        }
-        Ok(AgentMessage::Health(health)) => {
-            bump(&shared.stats.health_reports);
-            let received = now_ms();
-            shared
-                .board
-                .update(&agent.id, |a| a.health = Some((health, received)));
-            if reply(&mut send, &CollectorMessage::Noted).await.is_ok() {
-                let _ = tokio::time::timeout(REPLY_LINGER, send.stopped()).await;
-            }
-            return;
-        }
-        Err(e) => {
-            bump(&shared.stats.frames_rejected);
-            tracing::warn!(agent = %agent.id, "closing the connection: undecodable frame: {e}");
-            conn.close(CLOSE_PROTOCOL.into(), b"undecodable frame");
-            return;
-        }
-    };
-    drop(body);
-    let seq = batch.seq;
-    let answer = match check_batch(&agent, &batch) {
-        Err(reason) => {
-            bump(&shared.stats.batches_refused);
-            tracing::warn!(agent = %agent.id, seq, "batch refused: {reason}");
-            CollectorMessage::Refused {
-                reason,
-                retry: false,
-            }
-        }
-        Ok(()) => merge(batch, &agent, &shared).await,
-    };
-    if reply(&mut send, &answer).await.is_ok() {
-        let _ = tokio::time::timeout(REPLY_LINGER, send.stopped()).await;
     }
 }
 
@@ -529,49 +528,39 @@ fn check_batch(agent: &AgentAuth, batch: &Batch) -> Result<(), String> {
     Ok(())
 }
 
-async fn merge(batch: Batch, agent: &AgentAuth, shared: &Shared) -> CollectorMessage {
+async fn merge(batch: Batch, agent: &AgentAuth, shared: &Shared) -> BatchOutcome {
     let seq = batch.seq;
     let store = shared.store.clone();
     let outcome = tokio::task::spawn_blocking(move || store.merge_batch(&batch)).await;
+    let busy = || BatchOutcome::Refused {
+        reason: "the collector cannot store batches right now".into(),
+        retry: true,
+    };
     match outcome {
         Ok(Ok(MergeOutcome::Merged)) => {
             bump(&shared.stats.batches_merged);
             tracing::debug!(agent = %agent.id, seq, "batch merged");
-            CollectorMessage::Ack { seq }
+            BatchOutcome::Merged
         }
         Ok(Ok(MergeOutcome::Duplicate)) => {
             bump(&shared.stats.batches_duplicate);
             tracing::debug!(agent = %agent.id, seq, "batch seen before; acknowledged again");
-            CollectorMessage::Ack { seq }
+            BatchOutcome::Duplicate
         }
         Ok(Err(e)) => {
             bump(&shared.stats.store_errors);
             tracing::error!(agent = %agent.id, seq, "cannot merge batch: {e}");
-            CollectorMessage::Refused {
-                reason: "the collector cannot store batches right now".into(),
-                retry: true,
-            }
+            busy()
         }
         Err(e) => {
             bump(&shared.stats.store_errors);
             tracing::error!(agent = %agent.id, seq, "merge task failed: {e}");
-            CollectorMessage::Refused {
-                reason: "the collector cannot store batches right now".into(),
-                retry: true,
-            }
+            busy()
         }
     }
 }
 
-fn record_live(agent: &AgentAuth, bytes: &[u8], shared: &Shared) {
-    let mut sample: LiveSample = match postcard::from_bytes(bytes) {
-        Ok(sample) => sample,
-        Err(e) => {
-            bump(&shared.stats.live_rejected);
-            tracing::debug!(agent = %agent.id, "undecodable live sample: {e}");
-            return;
-        }
-    };
+fn record_live(agent: &AgentAuth, mut sample: LiveSample, shared: &Shared) {
     let before = sample.entries.len();
     sample.entries.retain(|e| allows(&agent.tenants, &e.tenant));
     if sample.entries.len() < before {
@@ -584,60 +573,57 @@ fn record_live(agent: &AgentAuth, bytes: &[u8], shared: &Shared) {
     shared.live.record(&agent.id, &sample, now_ms());
 }
 
-#[derive(Debug, thiserror::Error)]
-enum FrameError {
-    #[error("frame of {0} bytes is over the limit")]
-    TooLarge(usize),
-    #[error("{0}")]
-    Stream(String),
-}
-
-/// Reads one length-prefixed frame. The length is checked against `max` before anything is
-/// allocated, and the buffer grows only as bytes arrive.
+/// Reads one length-prefixed frame ([`FrameReader`]: the length is checked before anything
+/// is allocated). A stream that breaks off is a frame that ended early.
 async fn read_frame(recv: &mut quinn::RecvStream, max: usize) -> Result<Vec<u8>, FrameError> {
-    let mut prefix = [0u8; 4];
-    recv.read_exact(&mut prefix)
-        .await
-        .map_err(|e| FrameError::Stream(e.to_string()))?;
-    let len = u32::from_be_bytes(prefix) as usize;
-    if len > max {
-        return Err(FrameError::TooLarge(len));
-    }
-    let mut body = Vec::new();
-    while body.len() < len {
-        match recv
-            .read_chunk(len - body.len(), true)
-            .await
-            .map_err(|e| FrameError::Stream(e.to_string()))?
-        {
-            Some(chunk) => body.extend_from_slice(&chunk.bytes),
-            None => {
-                return Err(FrameError::Stream(format!(
-                    "stream ended after {} of {len} bytes",
-                    body.len()
-                )));
+    let mut frame = FrameReader::new(max);
+    while frame.wanted() > 0 {
+        match recv.read_chunk(frame.wanted(), true).await {
+            Ok(Some(chunk)) => {
+                frame.feed(&chunk.bytes)?;
+            }
+            Ok(None) => return Err(frame.ended()),
+            Err(e) => {
+                tracing::debug!("stream ended early: {e}");
+                return Err(frame.ended());
             }
         }
     }
-    Ok(body)
+    frame.into_body()
 }
 
-async fn reply(send: &mut quinn::SendStream, message: &CollectorMessage) -> Result<(), String> {
-    let frame = wire::encode_frame(message).map_err(|e| e.to_string())?;
-    send.write_all(&frame).await.map_err(|e| e.to_string())?;
-    send.finish().map_err(|e| e.to_string())
+/// Writes an answer and finishes the stream, then waits until the agent has it (the session
+/// gives up waiting at its linger deadline).
+async fn reply(stream: StreamId, mut send: quinn::SendStream, message: CollectorMessage) -> Event {
+    let written = match wire::encode_frame(&message) {
+        Ok(frame) => send.write_all(&frame).await.is_ok() && send.finish().is_ok(),
+        Err(e) => {
+            tracing::error!("cannot encode {message:?}: {e}");
+            false
+        }
+    };
+    if written {
+        let _ = send.stopped().await;
+    }
+    Event::Settled(stream)
 }
 
 #[cfg(test)]
 mod tests {
-    //! Real QUIC on 127.0.0.1, real certificates from `tls`, a real store, the real agent.
+    //! Real QUIC on 127.0.0.1, real certificates from `tls`, a real store; the agent's side is
+    //! the common client session driven by a few lines here ([`TestAgent`]).
 
     use std::path::PathBuf;
 
-    use earshot_agent::ship::{LinkConfig, ShipError, Shipper};
-    use earshot_agent::spool::Spool;
+    use earshot_common::link::CLOSE_REFUSED;
+    use earshot_common::link::client::{
+        Answer, ClientAction, ClientError, ClientSession, Interrupted, MAX_REPLY, ReplyError,
+        batch_frame,
+    };
     use earshot_common::rollup::{HourKey, HourRollup, Protocol};
-    use earshot_common::wire::{AgentCounters, LiveEntry};
+    use earshot_common::wire::{
+        AgentCounters, AgentMessage, LiveEntry, MAX_FRAME, PROTOCOL_VERSION,
+    };
 
     use super::*;
     use crate::query::TimeRange;
@@ -650,7 +636,6 @@ mod tests {
         dir: tempfile::TempDir,
         addr: SocketAddr,
         cert_file: PathBuf,
-        fingerprint: String,
         store: Store,
         stats: Arc<LinkStats>,
         live: Arc<LiveStore>,
@@ -702,7 +687,6 @@ mod tests {
             dir,
             addr,
             cert_file,
-            fingerprint: cert.fingerprint(),
             store,
             stats,
             live,
@@ -713,22 +697,6 @@ mod tests {
     }
 
     impl Collector {
-        fn link(&self, agent_id: &str, token: &str) -> LinkConfig {
-            let token_file = self
-                .dir
-                .path()
-                .join(format!("{agent_id}-{}.token", token.len()));
-            std::fs::write(&token_file, format!("{token}\n")).unwrap();
-            LinkConfig {
-                address: self.addr.to_string(),
-                server_name: Some("localhost".into()),
-                ca_file: None,
-                fingerprint: Some(self.fingerprint.clone()),
-                agent_id: agent_id.into(),
-                token_file,
-            }
-        }
-
         fn sessions(&self, tenant: &str) -> u64 {
             let range = TimeRange {
                 from_ms: HOUR_MS,
@@ -764,30 +732,16 @@ mod tests {
         )]
     }
 
-    fn spool_with(
-        dir: &tempfile::TempDir,
-        name: &str,
-        batches: &[Vec<(HourKey, HourRollup)>],
-    ) -> Arc<Mutex<Spool>> {
-        let mut spool = Spool::open(&dir.path().join(name)).unwrap();
-        for rollups in batches {
-            spool
-                .commit(
-                    rollups.clone(),
-                    AgentCounters {
-                        lines: 1,
-                        ..Default::default()
-                    },
-                    &[],
-                    b"",
-                )
-                .unwrap();
+    fn batch(agent_id: &str, seq: u64, rollups: Vec<(HourKey, HourRollup)>) -> Batch {
+        Batch {
+            agent_id: agent_id.into(),
+            seq,
+            rollups,
+            counters: AgentCounters {
+                lines: 1,
+                ..Default::default()
+            },
         }
-        Arc::new(Mutex::new(spool))
-    }
-
-    fn pending(spool: &Arc<Mutex<Spool>>) -> u64 {
-        spool.lock().unwrap().pending_count().unwrap()
     }
 
     /// A hand-driven client, for what the real agent never sends.
@@ -846,38 +800,132 @@ mod tests {
         conn
     }
 
-    fn batch_frame(agent_id: &str, seq: u64, rollups: Vec<(HourKey, HourRollup)>) -> Vec<u8> {
-        let batch = Batch {
-            agent_id: agent_id.into(),
-            seq,
-            rollups,
-            counters: AgentCounters::default(),
-        };
-        wire::encode_frame(&AgentMessage::Batch(batch)).unwrap()
+    fn batch_message(agent_id: &str, seq: u64, rollups: Vec<(HourKey, HourRollup)>) -> Vec<u8> {
+        wire::encode_frame(&AgentMessage::Batch(batch(agent_id, seq, rollups))).unwrap()
+    }
+
+    /// An agent as the real one speaks: the common client session over a QUIC connection,
+    /// one request at a time, without a spool.
+    struct TestAgent {
+        conn: quinn::Connection,
+        session: ClientSession,
+        origin: std::time::Instant,
+    }
+
+    impl TestAgent {
+        async fn connect(
+            c: &Collector,
+            agent_id: &str,
+            token: &str,
+        ) -> Result<TestAgent, ClientError> {
+            let conn = raw_connect(c, wire::ALPN).await.unwrap();
+            let hello = Hello {
+                protocol_version: PROTOCOL_VERSION,
+                agent_id: agent_id.into(),
+                token: token.into(),
+                agent_version: "test".into(),
+            };
+            let (session, send) = ClientSession::new(Duration::ZERO, &hello).unwrap();
+            let mut agent = TestAgent {
+                conn,
+                session,
+                origin: std::time::Instant::now(),
+            };
+            agent.request(send).await?;
+            Ok(agent)
+        }
+
+        async fn send_batch(&mut self, b: &Batch) -> Result<Answer, ClientError> {
+            let now = self.origin.elapsed();
+            let send = self
+                .session
+                .send_batch(now, b.seq, batch_frame(b).unwrap())?;
+            self.request(send).await
+        }
+
+        async fn send_health(&mut self, health: &AgentHealth) -> Result<Answer, ClientError> {
+            let send = self.session.send_health(self.origin.elapsed(), health)?;
+            self.request(send).await
+        }
+
+        fn send_live(&self, sample: &LiveSample) {
+            let body = postcard::to_stdvec(sample).unwrap();
+            self.conn.send_datagram(body.into()).unwrap();
+        }
+
+        async fn request(&mut self, send: ClientAction) -> Result<Answer, ClientError> {
+            let ClientAction::Send { request, frame } = send else {
+                panic!("expected a request, got {send:?}");
+            };
+            let reply = self.exchange(&frame).await;
+            let mut outcome = None;
+            for action in self
+                .session
+                .handle_reply(self.origin.elapsed(), request, reply)
+            {
+                match action {
+                    ClientAction::Done { outcome: o, .. } => outcome = Some(o),
+                    ClientAction::Close(close) => {
+                        self.conn.close(close.code.into(), close.reason.as_bytes())
+                    }
+                    ClientAction::Send { .. } => panic!("one request at a time"),
+                }
+            }
+            outcome.expect("every request ends in an outcome")
+        }
+
+        async fn exchange(&self, frame: &[u8]) -> Result<Vec<u8>, ReplyError> {
+            let lost = |e: String| {
+                ReplyError::Interrupted(match self.conn.close_reason() {
+                    Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+                        Interrupted::ClosedByPeer {
+                            code: c.error_code.into_inner() as u32,
+                            reason: String::from_utf8_lossy(&c.reason).into_owned(),
+                        }
+                    }
+                    _ => Interrupted::Lost(e),
+                })
+            };
+            let (mut send, mut recv) =
+                self.conn.open_bi().await.map_err(|e| lost(e.to_string()))?;
+            send.write_all(frame)
+                .await
+                .map_err(|e| lost(e.to_string()))?;
+            send.finish().map_err(|e| lost(e.to_string()))?;
+            let mut reader = FrameReader::new(MAX_REPLY);
+            while reader.wanted() > 0 {
+                match recv.read_chunk(reader.wanted(), true).await {
+                    Ok(Some(chunk)) => {
+                        reader.feed(&chunk.bytes).map_err(ReplyError::Frame)?;
+                    }
+                    Ok(None) => return Err(ReplyError::Frame(reader.ended())),
+                    Err(e) => return Err(lost(e.to_string())),
+                }
+            }
+            reader.into_body().map_err(ReplyError::Frame)
+        }
     }
 
     #[tokio::test]
-    async fn spooled_batches_are_merged_and_acknowledged() {
+    async fn batches_are_merged_and_acknowledged() {
         let c = start().await;
-        let spool = spool_with(
-            &c.dir,
-            "a.db",
-            &[rollups("radio1", 3), rollups("radio1", 4)],
-        );
-        let mut shipper = Shipper::new(&c.link("agent-1", "token-1")).unwrap();
-        assert_eq!(shipper.ship_pending(&spool).await.unwrap(), 2);
-        assert_eq!(pending(&spool), 0);
+        let mut a = TestAgent::connect(&c, "agent-1", "token-1").await.unwrap();
+        for (seq, sessions) in [(1, 3), (2, 4)] {
+            assert_eq!(
+                a.send_batch(&batch("agent-1", seq, rollups("radio1", sessions)))
+                    .await,
+                Ok(Answer::Acked { seq })
+            );
+        }
         assert_eq!(c.sessions("radio1"), 7);
         assert_eq!(c.count(&c.stats.batches_merged), 2);
-        // Nothing pending: no work, no error.
-        assert_eq!(shipper.ship_pending(&spool).await.unwrap(), 0);
     }
 
     #[tokio::test]
     async fn a_batch_sent_twice_is_acknowledged_twice_and_merged_once() {
         let c = start().await;
         let conn = raw_admitted(&c, "agent-2", "token-2").await;
-        let frame = batch_frame("agent-2", 9, rollups("radio2", 5));
+        let frame = batch_message("agent-2", 9, rollups("radio2", 5));
         for _ in 0..2 {
             assert_eq!(
                 raw_request(&conn, &frame).await.unwrap(),
@@ -901,18 +949,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_wrong_token_is_refused_and_nothing_is_shipped() {
+    async fn a_wrong_token_is_refused() {
         let c = start().await;
-        let spool = spool_with(&c.dir, "a.db", &[rollups("radio1", 3)]);
         for (agent_id, token) in [("agent-1", "token-2"), ("agent-9", "token-1")] {
-            let mut shipper = Shipper::new(&c.link(agent_id, token)).unwrap();
-            let err = shipper.ship_pending(&spool).await.unwrap_err();
-            assert!(matches!(err, ShipError::Refused { .. }), "{err}");
-            assert!(err.to_string().contains("wrong token"), "{err}");
+            let err = TestAgent::connect(&c, agent_id, token).await.err().unwrap();
+            assert!(
+                matches!(&err, ClientError::Refused { reason } if reason.contains("wrong token")),
+                "{err}"
+            );
         }
-        assert_eq!(pending(&spool), 1);
-        assert_eq!(c.sessions("radio1"), 0);
         assert_eq!(c.count(&c.stats.agents_refused), 2);
+        assert_eq!(c.count(&c.stats.agents_admitted), 0);
     }
 
     #[tokio::test]
@@ -920,60 +967,26 @@ mod tests {
         let c = start().await;
         let mut mixed = rollups("radio1", 3);
         mixed.extend(rollups("radio9", 4));
-        let spool = spool_with(&c.dir, "a.db", &[mixed]);
-        let mut shipper = Shipper::new(&c.link("agent-1", "token-1")).unwrap();
-        let err = shipper.ship_pending(&spool).await.unwrap_err();
-        assert!(matches!(err, ShipError::Refused { .. }), "{err}");
-        assert!(err.to_string().contains("radio9"), "{err}");
-        assert_eq!(pending(&spool), 1);
+        let mut a = TestAgent::connect(&c, "agent-1", "token-1").await.unwrap();
+        let err = a.send_batch(&batch("agent-1", 1, mixed)).await.unwrap_err();
+        assert!(
+            matches!(&err, ClientError::Refused { reason } if reason.starts_with("batch 1: ") && reason.contains("radio9")),
+            "{err}"
+        );
         assert_eq!((c.sessions("radio1"), c.sessions("radio9")), (0, 0));
         assert_eq!(c.count(&c.stats.batches_refused), 1);
-    }
-
-    #[tokio::test]
-    async fn the_agent_refuses_a_collector_with_another_fingerprint() {
-        let c = start().await;
-        let other = tls::self_signed(&["localhost".into()]).unwrap();
-        let link = LinkConfig {
-            fingerprint: Some(other.fingerprint()),
-            ..c.link("agent-1", "token-1")
-        };
-        let spool = spool_with(&c.dir, "a.db", &[rollups("radio1", 3)]);
-        let mut shipper = Shipper::new(&link).unwrap();
-        let err = shipper.ship_pending(&spool).await.unwrap_err();
-        assert!(matches!(err, ShipError::Connect { .. }), "{err}");
-        assert!(err.to_string().contains("fingerprint"), "{err}");
-        assert_eq!(pending(&spool), 1);
-        assert_eq!(c.count(&c.stats.agents_admitted), 0);
-    }
-
-    #[tokio::test]
-    async fn the_agent_trusts_a_ca_file_for_the_right_name_only() {
-        let c = start().await;
-        let spool = spool_with(&c.dir, "a.db", &[rollups("radio1", 3)]);
-        let by_ca = LinkConfig {
-            fingerprint: None,
-            ca_file: Some(c.cert_file.clone()),
-            ..c.link("agent-1", "token-1")
-        };
-        let wrong_name = LinkConfig {
-            server_name: Some("collector.example.net".into()),
-            ..by_ca.clone()
-        };
-        let err = Shipper::new(&wrong_name)
-            .unwrap()
-            .ship_pending(&spool)
+        // A batch naming another agent is refused too, and the connection goes on.
+        let err = a
+            .send_batch(&batch("agent-2", 2, rollups("radio1", 1)))
             .await
             .unwrap_err();
-        assert!(matches!(err, ShipError::Connect { .. }), "{err}");
+        assert!(matches!(err, ClientError::Refused { .. }), "{err}");
         assert_eq!(
-            Shipper::new(&by_ca)
-                .unwrap()
-                .ship_pending(&spool)
-                .await
-                .unwrap(),
-            1
+            a.send_batch(&batch("agent-1", 3, rollups("radio1", 2)))
+                .await,
+            Ok(Answer::Acked { seq: 3 })
         );
+        assert_eq!(c.sessions("radio1"), 2);
     }
 
     #[tokio::test]
@@ -989,9 +1002,7 @@ mod tests {
     #[tokio::test]
     async fn garbage_closes_only_its_own_connection() {
         let c = start().await;
-        let spool = spool_with(&c.dir, "a.db", &[rollups("radio1", 3)]);
-        let mut shipper = Shipper::new(&c.link("agent-1", "token-1")).unwrap();
-        shipper.connect().await.unwrap();
+        let mut good = TestAgent::connect(&c, "agent-1", "token-1").await.unwrap();
 
         let bad = raw_admitted(&c, "agent-2", "token-2").await;
         let mut garbage = 5u32.to_be_bytes().to_vec();
@@ -1015,12 +1026,14 @@ mod tests {
             .await
             .unwrap();
 
-        assert!(shipper.is_connected());
-        assert_eq!(shipper.ship_pending(&spool).await.unwrap(), 1);
-        assert_eq!(
-            shipper.stats().connections.load(Ordering::Relaxed),
-            1,
+        assert!(
+            good.conn.close_reason().is_none(),
             "the good connection was kept"
+        );
+        assert_eq!(
+            good.send_batch(&batch("agent-1", 1, rollups("radio1", 3)))
+                .await,
+            Ok(Answer::Acked { seq: 1 })
         );
         assert_eq!(c.count(&c.stats.frames_rejected), 2);
         assert_eq!(c.sessions("radio1"), 3);
@@ -1048,6 +1061,14 @@ mod tests {
             }
             other => panic!("expected a refusal, got {other:?}"),
         }
+        // The refusal arrived; then the connection is closed as a refusal.
+        let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+            .await
+            .unwrap();
+        assert!(
+            matches!(closed, quinn::ConnectionError::ApplicationClosed(ref a) if a.error_code == CLOSE_REFUSED.into()),
+            "{closed}"
+        );
         // An agent whose ALPN names another version does not get past TLS.
         assert!(raw_connect(&c, b"earshot/2").await.is_err());
     }
@@ -1056,7 +1077,7 @@ mod tests {
     async fn batches_before_hello_are_refused() {
         let c = start().await;
         let conn = raw_connect(&c, wire::ALPN).await.unwrap();
-        let reply = raw_request(&conn, &batch_frame("agent-2", 1, rollups("radio2", 1)))
+        let reply = raw_request(&conn, &batch_message("agent-2", 1, rollups("radio2", 1)))
             .await
             .unwrap();
         assert!(
@@ -1069,33 +1090,22 @@ mod tests {
     #[tokio::test]
     async fn live_samples_keep_the_latest_per_stream() {
         let c = start().await;
-        let mut shipper = Shipper::new(&c.link("agent-1", "token-1")).unwrap();
-        assert!(matches!(
-            shipper.send_live(&LiveSample {
-                at_ms: 1,
-                entries: vec![]
-            }),
-            Err(ShipError::NotConnected)
-        ));
-        shipper.connect().await.unwrap();
+        let a = TestAgent::connect(&c, "agent-1", "token-1").await.unwrap();
         let entry = |tenant: &str, listeners| LiveEntry {
             tenant: tenant.into(),
             stream: "/live".into(),
             protocol: Protocol::Icecast,
             listeners,
         };
-        shipper
-            .send_live(&LiveSample {
-                at_ms: 2_000,
-                entries: vec![entry("radio1", 7), entry("radio9", 1)],
-            })
-            .unwrap();
-        shipper
-            .send_live(&LiveSample {
-                at_ms: 1_000,
-                entries: vec![entry("radio1", 3)],
-            })
-            .unwrap();
+        a.send_live(&LiveSample {
+            at_ms: 2_000,
+            entries: vec![entry("radio1", 7), entry("radio9", 1)],
+        });
+        a.send_live(&LiveSample {
+            at_ms: 1_000,
+            entries: vec![entry("radio1", 3)],
+        });
+        a.conn.send_datagram(vec![0xff; 3].into()).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while c.count(&c.stats.live_samples) < 2 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1105,18 +1115,17 @@ mod tests {
         assert_eq!(now.hosts.len(), 1);
         assert_eq!(now.hosts[0].host, "agent-1");
         assert_eq!(c.live.now("radio9").version, 0);
-        assert_eq!(
-            c.count(&c.stats.live_rejected),
-            1,
-            "radio9 is not agent-1's"
-        );
-        assert_eq!(shipper.stats().live_dropped.load(Ordering::Relaxed), 1);
+        // radio9 is not agent-1's; the garbage datagram is no sample (either may arrive last).
+        while c.count(&c.stats.live_rejected) < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(c.count(&c.stats.live_rejected), 2);
     }
 
     #[tokio::test]
     async fn health_reports_are_noted_and_connections_counted() {
         let c = start().await;
-        let mut shipper = Shipper::new(&c.link("agent-1", "token-1")).unwrap();
+        let mut a = TestAgent::connect(&c, "agent-1", "token-1").await.unwrap();
         let health = AgentHealth {
             at_ms: 5,
             sessions_open: 4,
@@ -1124,12 +1133,7 @@ mod tests {
             send_failures: 1,
             ..Default::default()
         };
-        assert!(matches!(
-            shipper.send_health(&health).await,
-            Err(ShipError::NotConnected)
-        ));
-        shipper.connect().await.unwrap();
-        shipper.send_health(&health).await.unwrap();
+        assert_eq!(a.send_health(&health).await, Ok(Answer::Noted));
         let board = c.board.snapshot();
         let names: Vec<&str> = board.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(
@@ -1142,7 +1146,7 @@ mod tests {
         assert_eq!(board[1].1, AgentStatus::default());
         assert_eq!(c.count(&c.stats.agents_connected), 1);
         assert_eq!(c.count(&c.stats.health_reports), 1);
-        drop(shipper);
+        a.conn.close(CLOSE_DONE.into(), b"agent stopping");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while c.count(&c.stats.agents_connected) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1152,14 +1156,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_agent_reconnects_after_the_connection_is_lost() {
+    async fn shutdown_closes_each_connection_as_done_and_a_restarted_collector_admits_again() {
         let mut c = start().await;
-        let spool = spool_with(&c.dir, "a.db", &[rollups("radio1", 1)]);
-        let mut shipper = Shipper::new(&c.link("agent-1", "token-1")).unwrap();
-        assert_eq!(shipper.ship_pending(&spool).await.unwrap(), 1);
-        // The collector restarts: a new server on the same port.
+        let mut a = TestAgent::connect(&c, "agent-1", "token-1").await.unwrap();
+        assert_eq!(
+            a.send_batch(&batch("agent-1", 1, rollups("radio1", 1)))
+                .await,
+            Ok(Answer::Acked { seq: 1 })
+        );
         c.shutdown.cancel();
         (&mut c.server).await.unwrap();
+        let closed = tokio::time::timeout(Duration::from_secs(5), a.conn.closed())
+            .await
+            .unwrap();
+        assert!(
+            matches!(&closed, quinn::ConnectionError::ApplicationClosed(a) if a.error_code == CLOSE_DONE.into() && &a.reason[..] == b"collector stopping"),
+            "{closed}"
+        );
+        // A new server on the same port, as after a restart.
         let restarted = {
             let crypto = tls::server_crypto(
                 tls::load_certs(&c.cert_file).unwrap(),
@@ -1171,12 +1185,15 @@ mod tests {
         };
         let stop = CancellationToken::new();
         let server = tokio::spawn(restarted.serve(stop.clone()));
-        spool
-            .lock()
-            .unwrap()
-            .commit(rollups("radio1", 2), AgentCounters::default(), &[], b"")
-            .unwrap();
-        assert_eq!(shipper.ship_pending(&spool).await.unwrap(), 1);
+        let mut a = TestAgent::connect(&c, "agent-1", "token-1").await.unwrap();
+        // The batch seen before is acknowledged and not merged again; a new one is.
+        for seq in [1, 2] {
+            assert_eq!(
+                a.send_batch(&batch("agent-1", seq, rollups("radio1", 2)))
+                    .await,
+                Ok(Answer::Acked { seq })
+            );
+        }
         assert_eq!(c.sessions("radio1"), 3);
         stop.cancel();
         server.await.unwrap();

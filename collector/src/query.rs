@@ -21,6 +21,8 @@ use jiff::civil::Date;
 use jiff::tz::{Offset, TimeZone};
 use serde::Serialize;
 
+use crate::time::rfc3339;
+
 /// The most rows a timeseries answers with: 7 days of minutes.
 pub const MAX_BUCKETS: usize = 7 * 24 * 60;
 
@@ -105,14 +107,6 @@ pub fn parse_instant(param: &'static str, value: Option<&str>) -> Result<i64, Qu
             param,
             value: value.to_owned(),
         })
-}
-
-/// RFC 3339 in UTC, as the API answers times.
-pub fn rfc3339(t_ms: i64) -> String {
-    match Timestamp::from_millisecond(t_ms) {
-        Ok(t) => t.to_string(),
-        Err(_) => t_ms.to_string(),
-    }
 }
 
 /// An IANA zone name, `UTC`/`Z`, or a fixed offset `±HH:MM` (or `±HHMM`, `±HH`).

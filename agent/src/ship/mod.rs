@@ -1,44 +1,41 @@
-//! The agent's QUIC link to the collector: sends spooled batches and live samples.
+//! The agent's QUIC link to the collector: sends spooled batches, health reports and live
+//! samples.
+//!
+//! The protocol's rules (Hello → Welcome, one request per stream, which answer ends which
+//! request, the deadlines, when to close) are
+//! [`earshot_common::link::client::ClientSession`]'s; the [`Shipper`] drives one per
+//! connection over quinn, reconnects, and deletes a batch from the spool on its `Ack`. How the
+//! collector is trusted is [`verify`]'s.
 //!
 //! What must stay true: a batch leaves the spool only after the collector's `Ack` for its
 //! sequence number, so a lost connection, a crash or a refusal at any point leaves it spooled
 //! to be sent again (the collector merges a given `(agent_id, seq)` once). The collector is
 //! trusted only through the configured CA file or certificate fingerprint; TLS 1.3 only.
 
-use std::io::BufReader;
+mod verify;
+
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use earshot_common::wire::{
-    self, ALPN, AgentHealth, AgentMessage, CollectorMessage, Hello, LiveSample, MAX_FRAME,
-    PROTOCOL_VERSION, WireError,
+use earshot_common::link::client::{
+    Answer, ClientAction, ClientError, ClientSession, Interrupted, MAX_REPLY, ReplyError,
+    batch_frame,
 };
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use earshot_common::link::{CLOSE_DONE, FrameReader};
+use earshot_common::wire::{AgentHealth, Hello, LiveSample, PROTOCOL_VERSION, WireError};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::spool::{Spool, SpoolError};
+pub use verify::parse_fingerprint;
 
 /// Batches read from the spool per round.
 const PAGE: usize = 32;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
-/// A large batch may take the collector a while to merge.
-const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Collector replies are small; a bigger length prefix is a broken or hostile peer.
-const MAX_REPLY: usize = 64 * 1024;
-/// Application close code the collector uses when it refuses an agent (see collector::link).
-const CLOSE_REFUSED: u32 = 1;
-
 /// The `[collector]` table of agent.toml: where the collector is and how each side proves
 /// who it is.
 #[derive(Clone, Debug, Deserialize)]
@@ -153,14 +150,51 @@ pub struct ShipStats {
     pub live_dropped: AtomicU64,
 }
 
+impl From<ClientError> for ShipError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Link(reason) => ShipError::Link(reason),
+            ClientError::Timeout(wait) => ShipError::Timeout(wait),
+            ClientError::Refused { reason } => ShipError::Refused { reason },
+            ClientError::RetryLater { reason } => ShipError::RetryLater { reason },
+            ClientError::Protocol(reason) => ShipError::Protocol(reason),
+            ClientError::NotReady => ShipError::NotConnected,
+        }
+    }
+}
+
+/// A connection and the session it carries.
+#[derive(Debug)]
+struct Link {
+    conn: quinn::Connection,
+    session: ClientSession,
+}
+
+impl Link {
+    fn is_up(&self) -> bool {
+        self.conn.close_reason().is_none() && self.session.is_ready()
+    }
+}
+
 pub struct Shipper {
     endpoint: quinn::Endpoint,
     address: String,
     server_name: String,
-    agent_id: String,
-    token: String,
-    connection: Option<quinn::Connection>,
+    hello: Hello,
+    link: Option<Link>,
+    /// The origin of the sessions' clock.
+    origin: Instant,
     stats: Arc<ShipStats>,
+}
+
+impl std::fmt::Debug for Shipper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shipper")
+            .field("address", &self.address)
+            .field("agent_id", &self.hello.agent_id)
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shipper {
@@ -184,7 +218,7 @@ impl Shipper {
                 reason: "the file is empty".into(),
             });
         }
-        let crypto = client_crypto(config)?;
+        let crypto = verify::client_crypto(config)?;
         let quic_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .map_err(|e| ShipError::Protocol(format!("TLS config unusable for QUIC: {e}")))?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic_crypto));
@@ -204,9 +238,14 @@ impl Shipper {
             endpoint,
             address: config.address.clone(),
             server_name: config.server_name()?,
-            agent_id: config.agent_id.clone(),
-            token,
-            connection: None,
+            hello: Hello {
+                protocol_version: PROTOCOL_VERSION,
+                agent_id: config.agent_id.clone(),
+                token,
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+            link: None,
+            origin: Instant::now(),
             stats: Arc::new(ShipStats::default()),
         })
     }
@@ -217,9 +256,7 @@ impl Shipper {
 
     /// Whether a connection is up right now (without trying to make one).
     pub fn is_connected(&self) -> bool {
-        self.connection
-            .as_ref()
-            .is_some_and(|c| c.close_reason().is_none())
+        self.link.as_ref().is_some_and(Link::is_up)
     }
 
     /// Connects if needed (Hello → Welcome), sends every pending batch of the spool, each on
@@ -230,57 +267,43 @@ impl Shipper {
         let mut acked = 0;
         let mut reconnected = false;
         loop {
-            let agent_id = self.agent_id.clone();
+            let agent_id = self.hello.agent_id.clone();
             let batches = with_spool(spool, move |s| s.pending(&agent_id, PAGE)).await?;
             if batches.is_empty() {
                 return Ok(acked);
             }
             for batch in batches {
                 let seq = batch.seq;
-                let frame = wire::compress_batch(&batch)
-                    .and_then(|z| wire::encode_frame(&AgentMessage::CompressedBatch(z)))
-                    .map_err(|error| ShipError::Encode { seq, error })?;
-                let reply = loop {
-                    let conn = self.connection().await?;
-                    match request(&conn, &frame, ACK_TIMEOUT).await {
-                        Ok(reply) => break reply,
+                let frame =
+                    batch_frame(&batch).map_err(|error| ShipError::Encode { seq, error })?;
+                let answer = loop {
+                    self.connect().await?;
+                    let link = self.link.as_mut().ok_or(ShipError::NotConnected)?;
+                    let send =
+                        link.session
+                            .send_batch(self.origin.elapsed(), seq, frame.clone())?;
+                    match self.request(send).await {
                         Err(ShipError::Link(reason)) if !reconnected => {
                             tracing::debug!(seq, "link lost ({reason}); reconnecting");
-                            self.connection = None;
+                            self.drop_link();
                             reconnected = true;
                         }
-                        Err(e) => {
-                            self.connection = None;
-                            return Err(e);
-                        }
+                        other => break other,
                     }
                 };
-                match reply {
-                    CollectorMessage::Ack { seq: got } if got == seq => {
+                match answer {
+                    Ok(_) => {
                         with_spool(spool, move |s| s.ack(seq)).await?;
                         self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
                         acked += 1;
                     }
-                    CollectorMessage::Ack { seq: got } => {
-                        self.drop_connection("unexpected ack");
-                        return Err(ShipError::Protocol(format!(
-                            "sent batch {seq}, got the ack for {got}"
-                        )));
-                    }
-                    CollectorMessage::Refused { reason, retry } => {
+                    Err(e @ (ShipError::Refused { .. } | ShipError::RetryLater { .. })) => {
                         self.stats.batches_refused.fetch_add(1, Ordering::Relaxed);
-                        let reason = format!("batch {seq}: {reason}");
-                        return Err(if retry {
-                            ShipError::RetryLater { reason }
-                        } else {
-                            ShipError::Refused { reason }
-                        });
+                        return Err(e);
                     }
-                    CollectorMessage::Welcome { .. } | CollectorMessage::Noted => {
-                        self.drop_connection("unexpected welcome");
-                        return Err(ShipError::Protocol(format!(
-                            "sent batch {seq}, got {reply:?}"
-                        )));
+                    Err(e) => {
+                        self.drop_link();
+                        return Err(e);
                     }
                 }
             }
@@ -301,13 +324,13 @@ impl Shipper {
     }
 
     fn try_send_live(&self, sample: &LiveSample) -> Result<(), ShipError> {
-        let conn = self
-            .connection
+        let link = self
+            .link
             .as_ref()
-            .filter(|c| c.close_reason().is_none())
+            .filter(|l| l.is_up())
             .ok_or(ShipError::NotConnected)?;
         let body = postcard::to_stdvec(sample).map_err(|e| ShipError::Datagram(e.to_string()))?;
-        match conn.max_datagram_size() {
+        match link.conn.max_datagram_size() {
             None => {
                 return Err(ShipError::Datagram(
                     "the collector accepts no datagrams".into(),
@@ -321,51 +344,94 @@ impl Shipper {
             }
             Some(_) => {}
         }
-        conn.send_datagram(body.into())
+        link.conn
+            .send_datagram(body.into())
             .map_err(|e| ShipError::Datagram(e.to_string()))
     }
 
     /// Sends the agent's own health on its own stream and waits for `Noted`. Uses the
     /// connection that is up; does not make one (health is not worth a reconnect storm).
     pub async fn send_health(&mut self, health: &AgentHealth) -> Result<(), ShipError> {
-        let conn = self
-            .connection
-            .as_ref()
-            .filter(|c| c.close_reason().is_none())
-            .cloned()
+        let now = self.origin.elapsed();
+        let link = self
+            .link
+            .as_mut()
+            .filter(|l| l.is_up())
             .ok_or(ShipError::NotConnected)?;
-        let frame = wire::encode_frame(&AgentMessage::Health(health.clone()))
-            .map_err(|e| ShipError::Protocol(e.to_string()))?;
-        match request(&conn, &frame, HELLO_TIMEOUT).await? {
-            CollectorMessage::Noted => Ok(()),
-            CollectorMessage::Refused { reason, retry } => Err(if retry {
-                ShipError::RetryLater { reason }
-            } else {
-                ShipError::Refused { reason }
-            }),
-            other => Err(ShipError::Protocol(format!("sent health, got {other:?}"))),
-        }
+        let send = link.session.send_health(now, health)?;
+        self.request(send).await.map(drop)
     }
 
     /// Makes sure a connection is up (Hello → Welcome).
     pub async fn connect(&mut self) -> Result<(), ShipError> {
-        self.connection().await.map(drop)
-    }
-
-    async fn connection(&mut self) -> Result<quinn::Connection, ShipError> {
-        if let Some(conn) = &self.connection
-            && conn.close_reason().is_none()
-        {
-            return Ok(conn.clone());
+        if self.is_connected() {
+            return Ok(());
         }
-        self.connection = None;
+        self.drop_link();
         let conn = self.handshake().await?;
+        let (session, hello) = ClientSession::new(self.origin.elapsed(), &self.hello)
+            .map_err(|e| ShipError::Protocol(e.to_string()))?;
+        self.link = Some(Link { conn, session });
+        self.request(hello).await?;
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         tracing::info!(address = %self.address, "connected to the collector");
-        self.connection = Some(conn.clone());
-        Ok(conn)
+        Ok(())
     }
 
+    /// Carries out one request of the session: its stream, its answer or its deadline, and
+    /// what the session makes of them.
+    async fn request(&mut self, send: ClientAction) -> Result<Answer, ShipError> {
+        let ClientAction::Send { request, frame } = send else {
+            return Err(ShipError::Protocol(format!("not a request: {send:?}")));
+        };
+        let origin = self.origin;
+        let (outcome, closed) = {
+            let Link { conn, session } = self.link.as_mut().ok_or(ShipError::NotConnected)?;
+            let exchange = exchange(conn, &frame);
+            tokio::pin!(exchange);
+            let outcome = loop {
+                let deadline = session.poll_timeout().map(|d| origin + d);
+                let actions = tokio::select! {
+                    reply = &mut exchange => session.handle_reply(origin.elapsed(), request, reply),
+                    _ = sleep_until(deadline) => session.handle_timeout(origin.elapsed()),
+                };
+                let mut done = None;
+                for action in actions {
+                    match action {
+                        ClientAction::Done {
+                            request: r,
+                            outcome,
+                            ..
+                        } if r == request => done = Some(outcome),
+                        ClientAction::Done { .. } | ClientAction::Send { .. } => {}
+                        ClientAction::Close(close) => {
+                            conn.close(close.code.into(), close.reason.as_bytes())
+                        }
+                    }
+                }
+                if let Some(outcome) = done {
+                    break outcome;
+                }
+            };
+            (outcome, session.is_closed())
+        };
+        if closed {
+            self.link = None;
+        }
+        outcome.map_err(ShipError::from)
+    }
+
+    fn drop_link(&mut self) {
+        if let Some(mut link) = self.link.take() {
+            for action in link.session.close("reconnecting") {
+                if let ClientAction::Close(close) = action {
+                    link.conn.close(close.code.into(), close.reason.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// The QUIC connection, TLS verified: the session's Hello comes next.
     async fn handshake(&self) -> Result<quinn::Connection, ShipError> {
         let addr = self.resolve().await?;
         let connect_err = |reason: String| ShipError::Connect {
@@ -376,57 +442,10 @@ impl Shipper {
             .endpoint
             .connect(addr, &self.server_name)
             .map_err(|e| connect_err(e.to_string()))?;
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| connect_err(format!("no handshake within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| connect_err(e.to_string()))?;
-        let hello = AgentMessage::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            agent_id: self.agent_id.clone(),
-            token: self.token.clone(),
-            agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        });
-        let frame = wire::encode_frame(&hello).map_err(|e| ShipError::Protocol(e.to_string()))?;
-        let reply = match request(&conn, &frame, HELLO_TIMEOUT).await {
-            Ok(reply) => reply,
-            Err(e) => {
-                conn.close(0u32.into(), b"hello failed");
-                return Err(e);
-            }
-        };
-        match reply {
-            CollectorMessage::Welcome { protocol_version }
-                if protocol_version == PROTOCOL_VERSION =>
-            {
-                Ok(conn)
-            }
-            CollectorMessage::Welcome { protocol_version } => {
-                conn.close(0u32.into(), b"version mismatch");
-                Err(ShipError::Protocol(format!(
-                    "the collector speaks protocol {protocol_version}, this agent {PROTOCOL_VERSION}"
-                )))
-            }
-            CollectorMessage::Refused { reason, retry } => {
-                conn.close(0u32.into(), b"refused");
-                Err(if retry {
-                    ShipError::RetryLater { reason }
-                } else {
-                    ShipError::Refused { reason }
-                })
-            }
-            CollectorMessage::Ack { .. } | CollectorMessage::Noted => {
-                conn.close(0u32.into(), b"unexpected ack");
-                Err(ShipError::Protocol(format!(
-                    "the collector answered Hello with {reply:?}"
-                )))
-            }
-        }
-    }
-
-    fn drop_connection(&mut self, why: &'static str) {
-        if let Some(conn) = self.connection.take() {
-            conn.close(0u32.into(), why.as_bytes());
-        }
+            .map_err(|e| connect_err(e.to_string()))
     }
 
     /// Resolves the address anew on every connect (DNS may move the collector), preferring
@@ -460,7 +479,7 @@ impl Shipper {
 
 impl Drop for Shipper {
     fn drop(&mut self) {
-        self.endpoint.close(0u32.into(), b"agent stopping");
+        self.endpoint.close(CLOSE_DONE.into(), b"agent stopping");
     }
 }
 
@@ -481,80 +500,45 @@ where
     .map_err(ShipError::from)
 }
 
-/// One request on its own bidirectional stream: frame out, one frame back.
-async fn request(
-    conn: &quinn::Connection,
-    frame: &[u8],
-    wait: Duration,
-) -> Result<CollectorMessage, ShipError> {
-    let exchange = async {
-        let (mut send, mut recv) = conn.open_bi().await.map_err(link_lost)?;
-        send.write_all(frame)
-            .await
-            .map_err(|e| link_lost_stream(conn, e))?;
-        send.finish().map_err(|e| link_lost_stream(conn, e))?;
-        read_frame(conn, &mut recv, MAX_REPLY).await
-    };
-    let body = tokio::time::timeout(wait, exchange)
-        .await
-        .map_err(|_| ShipError::Timeout(wait))??;
-    wire::decode_body(&body).map_err(|e| ShipError::Protocol(format!("undecodable reply: {e}")))
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
-/// Reads one length-prefixed frame, refusing a length over `max` before allocating for it.
-async fn read_frame(
-    conn: &quinn::Connection,
-    recv: &mut quinn::RecvStream,
-    max: usize,
-) -> Result<Vec<u8>, ShipError> {
-    let mut prefix = [0u8; 4];
-    recv.read_exact(&mut prefix)
+/// One request on its own bidirectional stream: frame out, one frame back (read by
+/// [`FrameReader`], at most [`MAX_REPLY`] bytes).
+async fn exchange(conn: &quinn::Connection, frame: &[u8]) -> Result<Vec<u8>, ReplyError> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| interrupted(conn, e))?;
+    send.write_all(frame)
         .await
-        .map_err(|e| link_lost_stream(conn, e))?;
-    let len = u32::from_be_bytes(prefix) as usize;
-    if len > max.min(MAX_FRAME) {
-        return Err(ShipError::Protocol(format!(
-            "reply of {len} bytes is over the {max}-byte limit"
-        )));
-    }
-    let mut body = Vec::with_capacity(len);
-    while body.len() < len {
-        match recv
-            .read_chunk(len - body.len(), true)
-            .await
-            .map_err(|e| link_lost_stream(conn, e))?
-        {
-            Some(chunk) => body.extend_from_slice(&chunk.bytes),
-            None => {
-                return Err(ShipError::Link(format!(
-                    "reply ended after {} of {len} bytes",
-                    body.len()
-                )));
+        .map_err(|e| interrupted(conn, e))?;
+    send.finish().map_err(|e| interrupted(conn, e))?;
+    let mut reply = FrameReader::new(MAX_REPLY);
+    while reply.wanted() > 0 {
+        match recv.read_chunk(reply.wanted(), true).await {
+            Ok(Some(chunk)) => {
+                reply.feed(&chunk.bytes).map_err(ReplyError::Frame)?;
             }
+            Ok(None) => return Err(ReplyError::Frame(reply.ended())),
+            Err(e) => return Err(interrupted(conn, e)),
         }
     }
-    Ok(body)
-}
-
-fn link_lost(e: quinn::ConnectionError) -> ShipError {
-    match e {
-        quinn::ConnectionError::ApplicationClosed(close)
-            if close.error_code == quinn::VarInt::from_u32(CLOSE_REFUSED) =>
-        {
-            ShipError::Refused {
-                reason: String::from_utf8_lossy(&close.reason).into_owned(),
-            }
-        }
-        e => ShipError::Link(e.to_string()),
-    }
+    reply.into_body().map_err(ReplyError::Frame)
 }
 
 /// A stream error usually means the connection went away; say why it did when it did.
-fn link_lost_stream(conn: &quinn::Connection, e: impl std::fmt::Display) -> ShipError {
-    match conn.close_reason() {
-        Some(reason) => link_lost(reason),
-        None => ShipError::Link(e.to_string()),
-    }
+fn interrupted(conn: &quinn::Connection, e: impl std::fmt::Display) -> ReplyError {
+    ReplyError::Interrupted(match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(close)) => Interrupted::ClosedByPeer {
+            code: u32::try_from(close.error_code.into_inner()).unwrap_or(u32::MAX),
+            reason: String::from_utf8_lossy(&close.reason).into_owned(),
+        },
+        Some(reason) => Interrupted::Lost(reason.to_string()),
+        None => Interrupted::Lost(e.to_string()),
+    })
 }
 
 /// The local address to bind: the unspecified address of the collector's family.
@@ -585,147 +569,6 @@ fn split_host(address: &str) -> Result<(&str, u16), ShipError> {
     }
     let port = port.parse::<u16>().map_err(|_| bad())?;
     Ok((host, port))
-}
-
-/// Parses `sha256:<64 hex digits>` (colons between byte pairs allowed, as some tools print).
-pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], ShipError> {
-    let bad = || {
-        config_err(
-            "fingerprint",
-            format!("expected \"sha256:\" and 64 hex digits, got {text:?}"),
-        )
-    };
-    let hex_part = text.trim().strip_prefix("sha256:").ok_or_else(bad)?;
-    let digits: String = hex_part.chars().filter(|c| *c != ':').collect();
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(&digits, &mut out).map_err(|_| bad())?;
-    Ok(out)
-}
-
-fn client_crypto(config: &LinkConfig) -> Result<rustls::ClientConfig, ShipError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?;
-    let roots = config.ca_file.as_deref().map(load_roots).transpose()?;
-    let mut crypto = match (&config.fingerprint, roots) {
-        (None, Some(roots)) => builder.with_root_certificates(roots).with_no_client_auth(),
-        (Some(fp), roots) => {
-            let ca = match roots {
-                Some(roots) => Some(
-                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                        .build()
-                        .map_err(|e| config_err("ca_file", e.to_string()))?,
-                ),
-                None => None,
-            };
-            let verifier = PinnedCertVerifier {
-                pin: parse_fingerprint(fp)?,
-                ca,
-                algorithms: provider.signature_verification_algorithms,
-            };
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth()
-        }
-        (None, None) => return Err(config_err("ca_file", "set `ca_file` or `fingerprint`")),
-    };
-    crypto.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(crypto)
-}
-
-fn load_roots(path: &Path) -> Result<rustls::RootCertStore, ShipError> {
-    let file_err = |reason: String| ShipError::File {
-        key: "ca_file",
-        path: path.to_path_buf(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(|e| file_err(e.to_string()))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut BufReader::new(file)) {
-        let cert = cert.map_err(|e| file_err(e.to_string()))?;
-        roots.add(cert).map_err(|e| file_err(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(file_err("no PEM certificate in it".into()));
-    }
-    Ok(roots)
-}
-
-/// Trusts the collector's certificate by the SHA-256 of its DER encoding (and, with a CA
-/// file too, by that CA). The handshake signature is still verified, so only the holder of
-/// the pinned certificate's key gets through.
-#[derive(Debug)]
-struct PinnedCertVerifier {
-    pin: [u8; 32],
-    ca: Option<Arc<WebPkiServerVerifier>>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinnedCertVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let seen: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if seen != self.pin {
-            return Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
-                    seen: hex::encode(seen),
-                    pinned: hex::encode(self.pin),
-                }))),
-            ));
-        }
-        match &self.ca {
-            Some(ca) => {
-                ca.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            }
-            None => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // The client config allows TLS 1.3 only; reaching this is a bug, not a peer's choice.
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-#[derive(thiserror::Error)]
-#[error("the collector's certificate fingerprint is sha256:{seen}, not the pinned sha256:{pinned}")]
-struct PinMismatch {
-    seen: String,
-    pinned: String,
-}
-
-// rustls shows the cause of a certificate error with `Debug`: make that the message.
-impl std::fmt::Debug for PinMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
 }
 
 #[cfg(test)]

@@ -259,7 +259,7 @@ pub(super) async fn engagement(State(st): State<AppState>, req: TenantScoped) ->
         ))
     })?;
     let days = source
-        .days(site, req.from, req.to, &req.tz, crate::link::now_ms())
+        .days(site, req.from, req.to, &req.tz, crate::time::now_ms())
         .await
         .map_err(|e| match e {
             EngagementError::Matomo(_) | EngagementError::Unexpected { .. } => {

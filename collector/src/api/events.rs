@@ -30,7 +30,7 @@ pub(super) async fn post_events(
     let out = st
         .services
         .live
-        .push_events(tenant, events, crate::link::now_ms());
+        .push_events(tenant, events, crate::time::now_ms());
     if out.dropped > 0 {
         tracing::warn!(
             tenant,
@@ -354,7 +354,7 @@ mod tests {
         let events = crate::events::parse_json_lines(LINES.as_bytes()).unwrap();
         let out = api
             .live
-            .push_events("radio1", events, crate::link::now_ms());
+            .push_events("radio1", events, crate::time::now_ms());
         text.clear();
         read_until(&format!("id: {}", out.last_id), &mut text).await;
         read_until("event: live", &mut text).await;

@@ -24,7 +24,7 @@ use super::extract::{Args, QueryParams, TenantRequest};
 use super::routes::{MINUTES, Param, STEP, STREAM};
 use super::{ApiError, ApiResult, AppState};
 use crate::live::{LiveStore, Point, TenantNow};
-use crate::query::rfc3339;
+use crate::time::rfc3339;
 
 /// How long a client waits before reconnecting (the SSE `retry` field).
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
@@ -159,7 +159,7 @@ pub(super) async fn live_history(
     let tenant = req.tenant.as_str();
     let live = &st.services.live;
     let step_ms = step_s * 1000;
-    let now = crate::link::now_ms();
+    let now = crate::time::now_ms();
     // Bucket ends are aligned to the step; the last bucket holds now.
     let last_end = now.div_euclid(step_ms) * step_ms + step_ms;
     let first_end = last_end - (count - 1) * step_ms;
@@ -323,7 +323,7 @@ mod tests {
     }
 
     fn record(live: &LiveStore, host: &str, stream: &str, listeners: u64) {
-        let now = crate::link::now_ms();
+        let now = crate::time::now_ms();
         let sample = LiveSample {
             at_ms: now,
             entries: vec![LiveEntry {

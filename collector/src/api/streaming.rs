@@ -13,7 +13,7 @@ use super::routes::{FROM, GRANULARITY, Param, STREAM, TO, TZ};
 use super::{ApiError, ApiResult, AppState, blocking};
 use crate::query::{self, Granularity, TimeRange};
 use crate::store::{Breakdown, Selection};
-use crate::query::rfc3339;
+use crate::time::rfc3339;
 
 /// `from`, `to` and `stream`: what every streaming endpoint selects.
 pub(super) struct Window {
