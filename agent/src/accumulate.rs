@@ -719,7 +719,17 @@ impl Accumulator {
             listener: l,
             ms,
         });
-        per_stream.chain(per_tenant).collect()
+        // In a fixed order, so that one state gives one byte string.
+        let mut entries: Vec<AqhEntry> = per_stream.chain(per_tenant).collect();
+        entries.sort_unstable_by(|a, b| {
+            (&a.tenant, &a.stream, a.quarter_ms, a.listener).cmp(&(
+                &b.tenant,
+                &b.stream,
+                b.quarter_ms,
+                b.listener,
+            ))
+        });
+        entries
     }
 
     pub fn restore_aqh(&mut self, entries: Vec<AqhEntry>) {

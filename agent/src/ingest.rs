@@ -1258,7 +1258,7 @@ impl Ingestor {
     /// The state that must survive a restart: open HLS sessions, AQH progress and what
     /// was learned of the log's layout.
     pub fn save_state(&self) -> Vec<u8> {
-        let open = self
+        let mut open = self
             .open_hls
             .iter()
             .filter_map(|(&session, holder)| {
@@ -1280,7 +1280,11 @@ impl Ingestor {
                     stem_from_playlist: s.stem & FROM_PLAYLIST != 0,
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // In a fixed order, so that one state gives one byte string.
+        open.sort_unstable_by(|a, b| {
+            (&a.tenant, &a.stream, a.listener).cmp(&(&b.tenant, &b.stream, b.listener))
+        });
         let state = SavedState {
             version: STATE_VERSION,
             log_now_ms: self.log_now_ms,

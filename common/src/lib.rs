@@ -3,6 +3,7 @@
 //! [`sdnotify`], which the daemons share behind the `service` feature.
 #![forbid(unsafe_code)]
 
+pub mod golden;
 pub mod link;
 pub mod listener;
 pub mod rollup;
