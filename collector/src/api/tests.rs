@@ -539,6 +539,10 @@ async fn every_route_is_served_and_checks_what_the_table_says() {
         (status, String::from_utf8_lossy(&bytes).to_string())
     };
     for route in routes::ROUTES {
+        // Built without app downloads, their routes answer 404 before any check.
+        if !cfg!(feature = "apps") && route.path.contains("/apps/") {
+            continue;
+        }
         let what = format!("{} {}", route.method.as_str(), route.path);
         let own = concrete(route.path, "radio1");
         let (s, body) = send(route.method, &own, None).await;
@@ -549,6 +553,20 @@ async fn every_route_is_served_and_checks_what_the_table_says() {
             continue;
         }
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{what}: {body}");
+        if matches!(
+            route.access,
+            routes::Access::AnyToken | routes::Access::Admin
+        ) {
+            // These take no parameters and ignore a query string.
+            assert!(route.query.is_empty(), "{what}");
+            let (s, body) = send(route.method, &format!("{own}?zz=1"), Some("admin")).await;
+            assert_eq!(s, StatusCode::OK, "{what}: {body}");
+            if route.access == routes::Access::Admin {
+                let (s, body) = send(route.method, &own, Some("r1")).await;
+                assert_eq!(s, StatusCode::FORBIDDEN, "{what}: {body}");
+            }
+            continue;
+        }
         let takes = if route.query.is_empty() {
             "no parameters".to_string()
         } else {
@@ -572,7 +590,7 @@ async fn every_route_is_served_and_checks_what_the_table_says() {
             "{what}: {body}"
         );
         match route.access {
-            routes::Access::Public | routes::Access::AnyToken => {}
+            routes::Access::Public | routes::Access::AnyToken | routes::Access::Admin => {}
             routes::Access::Tenant => {
                 let other = concrete(route.path, "radio2");
                 let (s, body) = send(route.method, &other, Some("r1")).await;
@@ -581,10 +599,6 @@ async fn every_route_is_served_and_checks_what_the_table_says() {
                 let (s, body) = send(route.method, &bad, Some("admin")).await;
                 assert_eq!(s, StatusCode::NOT_FOUND, "{what}: {body}");
                 assert!(body.contains("no such tenant: tenant names are"), "{body}");
-            }
-            routes::Access::Admin => {
-                let (s, body) = send(route.method, &own, Some("r1")).await;
-                assert_eq!(s, StatusCode::FORBIDDEN, "{what}: {body}");
             }
             routes::Access::Ingest => {
                 let (s, body) = send(route.method, &own, Some("r1")).await;
