@@ -324,7 +324,7 @@ mod tests {
         assert!(Scope::All.allows(&r1) && Scope::All.allows(&r2));
         assert!(one.allows_name("radio1") && !one.allows_name("radio10"));
         assert!(Scope::All.allows_name("radio9") && !Scope::All.allows_name("a b"));
-        assert!(any_allows(&[one.clone()], &r1) && !any_allows(&[one], &r2));
+        assert!(any_allows(std::slice::from_ref(&one), &r1) && !any_allows(&[one], &r2));
         assert!(!any_allows(&[], &r1));
         assert_eq!("*".parse::<Scope>().unwrap(), Scope::All);
         assert_eq!(Scope::All.to_string(), "*");

@@ -141,18 +141,16 @@ impl<P: QueryParams> FromRequestParts<AppState> for TenantRequest<P> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        let scoped = TenantScoped::from_request_parts(parts, st).await?;
-        only(&scoped.query, &names(P::QUERY))?;
+        let mut scoped = TenantScoped::from_request_parts(parts, st).await?;
+        let path = std::mem::take(&mut scoped.path);
+        let (tenant, query) = scoped.only(&names(P::QUERY))?;
         let params = P::parse(&Args {
             state: st,
-            tenant: &scoped.tenant,
-            path: &scoped.path,
-            query: &scoped.query,
+            tenant: &tenant,
+            path: &path,
+            query: &query,
         })?;
-        Ok(TenantRequest {
-            tenant: scoped.tenant,
-            params,
-        })
+        Ok(TenantRequest { tenant, params })
     }
 }
 
