@@ -25,7 +25,6 @@ use std::time::Duration;
 use earshot_common::link::server::{BatchOutcome, ServerAction, ServerSession};
 use earshot_common::link::{CLOSE_DONE, CLOSE_PROTOCOL, FrameError, FrameReader, StreamId};
 use earshot_common::wire::{self, AgentHealth, Batch, CollectorMessage, Hello, LiveSample};
-use subtle::ConstantTimeEq;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -497,7 +496,7 @@ fn admit(
 ) -> Result<Arc<AgentAuth>, String> {
     let presented = Sha256Digest::of(hello.token.as_bytes());
     match agents.get(&hello.agent_id) {
-        Some(agent) if bool::from(presented.0.ct_eq(&agent.token_sha256.0)) => Ok(agent.clone()),
+        Some(agent) if presented == agent.token_sha256 => Ok(agent.clone()),
         // One message for both: a prober learns nothing about which agent ids exist.
         _ => Err(format!(
             "unknown agent {:?} or wrong token (check [[agents]] in collector.toml and the agent's token_file)",
