@@ -12,6 +12,8 @@
 //! to be sent again (the collector merges a given `(agent_id, seq)` once). The collector is
 //! trusted only through the configured CA file or certificate fingerprint; TLS 1.3 only.
 
+#[cfg(test)]
+mod test_collector;
 mod verify;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -661,6 +663,163 @@ mod tests {
         let text = "address = \"h:1\"\nagent_id = \"a\"\ntoken_file = \"/t\"\nfingerprnt = \"x\"\n";
         let err = toml::from_str::<LinkConfig>(text).unwrap_err().to_string();
         assert!(err.contains("fingerprnt"), "{err}");
+    }
+
+    /// Real QUIC against [`TestCollector`]: what needs TLS and sockets (trust, reconnect).
+    mod quic {
+        use std::path::Path;
+
+        use earshot_common::rollup::{HourKey, HourRollup, Protocol};
+        use earshot_common::wire::AgentCounters;
+        use sha2::Digest;
+
+        use super::super::test_collector::TestCollector;
+        use super::*;
+
+        fn link(c: &TestCollector, dir: &Path, token: &str) -> LinkConfig {
+            let token_file = dir.join(format!("{token}.token"));
+            std::fs::write(&token_file, format!("{token}\n")).unwrap();
+            LinkConfig {
+                address: c.addr.to_string(),
+                server_name: Some("localhost".into()),
+                ca_file: None,
+                fingerprint: Some(c.fingerprint.clone()),
+                agent_id: "agent-1".into(),
+                token_file,
+            }
+        }
+
+        fn commit(spool: &Arc<Mutex<Spool>>, sessions: u64) {
+            let mut r = HourRollup::new(Protocol::Icecast);
+            r.quarters[0].sessions = sessions;
+            let key = HourKey {
+                tenant: "radio1".into(),
+                stream: "/live".into(),
+                hour_ms: 0,
+            };
+            spool
+                .lock()
+                .unwrap()
+                .commit(vec![(key, r)], AgentCounters::default(), &[], b"")
+                .unwrap();
+        }
+
+        fn spool(dir: &Path, sessions: &[u64]) -> Arc<Mutex<Spool>> {
+            let spool = Arc::new(Mutex::new(Spool::open(&dir.join("spool.db")).unwrap()));
+            for s in sessions {
+                commit(&spool, *s);
+            }
+            spool
+        }
+
+        fn pending(spool: &Arc<Mutex<Spool>>) -> u64 {
+            spool.lock().unwrap().pending_count().unwrap()
+        }
+
+        fn merged(c: &TestCollector) -> Vec<(u64, u64)> {
+            c.merged
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (*k, *v))
+                .collect()
+        }
+
+        #[tokio::test]
+        async fn spooled_batches_leave_the_spool_on_their_acks() {
+            let dir = tempfile::tempdir().unwrap();
+            let c = TestCollector::start(dir.path(), "127.0.0.1:0".parse().unwrap());
+            let spool = spool(dir.path(), &[3, 4]);
+            let mut shipper = Shipper::new(&link(&c, dir.path(), "token-1")).unwrap();
+            assert_eq!(shipper.ship_pending(&spool).await.unwrap(), 2);
+            assert_eq!(pending(&spool), 0);
+            assert_eq!(merged(&c), [(1, 3), (2, 4)]);
+            assert!(shipper.is_connected());
+            assert_eq!(shipper.ship_pending(&spool).await.unwrap(), 0);
+        }
+
+        #[tokio::test]
+        async fn a_wrong_token_is_refused_and_the_batch_stays() {
+            let dir = tempfile::tempdir().unwrap();
+            let c = TestCollector::start(dir.path(), "127.0.0.1:0".parse().unwrap());
+            let spool = spool(dir.path(), &[3]);
+            let mut shipper = Shipper::new(&link(&c, dir.path(), "token-2")).unwrap();
+            let err = shipper.ship_pending(&spool).await.unwrap_err();
+            assert!(
+                matches!(&err, ShipError::Refused { reason } if reason.contains("wrong token")),
+                "{err}"
+            );
+            assert!(!shipper.is_connected());
+            assert_eq!(pending(&spool), 1);
+            assert!(merged(&c).is_empty());
+        }
+
+        #[tokio::test]
+        async fn the_agent_refuses_a_collector_with_another_fingerprint() {
+            let dir = tempfile::tempdir().unwrap();
+            let c = TestCollector::start(dir.path(), "127.0.0.1:0".parse().unwrap());
+            let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+            let pinned = hex::encode(sha2::Sha256::digest(other.cert.der().as_ref()));
+            let config = LinkConfig {
+                fingerprint: Some(format!("sha256:{pinned}")),
+                ..link(&c, dir.path(), "token-1")
+            };
+            let spool = spool(dir.path(), &[3]);
+            let err = Shipper::new(&config)
+                .unwrap()
+                .ship_pending(&spool)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ShipError::Connect { .. }), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("not the pinned sha256:{pinned}")),
+                "{text}"
+            );
+            assert_eq!(pending(&spool), 1);
+        }
+
+        #[tokio::test]
+        async fn the_agent_trusts_a_ca_file_for_the_right_name_only() {
+            let dir = tempfile::tempdir().unwrap();
+            let c = TestCollector::start(dir.path(), "127.0.0.1:0".parse().unwrap());
+            let spool = spool(dir.path(), &[3]);
+            let by_ca = LinkConfig {
+                fingerprint: None,
+                ca_file: Some(c.cert_file.clone()),
+                ..link(&c, dir.path(), "token-1")
+            };
+            let wrong_name = LinkConfig {
+                server_name: Some("collector.example.net".into()),
+                ..by_ca.clone()
+            };
+            let err = Shipper::new(&wrong_name)
+                .unwrap()
+                .ship_pending(&spool)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ShipError::Connect { .. }), "{err}");
+            assert_eq!(pending(&spool), 1);
+            let mut shipper = Shipper::new(&by_ca).unwrap();
+            assert_eq!(shipper.ship_pending(&spool).await.unwrap(), 1);
+            assert_eq!(merged(&c), [(1, 3)]);
+        }
+
+        #[tokio::test]
+        async fn the_agent_reconnects_after_the_collector_restarts() {
+            let dir = tempfile::tempdir().unwrap();
+            let c = TestCollector::start(dir.path(), "127.0.0.1:0".parse().unwrap());
+            let spool = spool(dir.path(), &[1]);
+            let mut shipper = Shipper::new(&link(&c, dir.path(), "token-1")).unwrap();
+            assert_eq!(shipper.ship_pending(&spool).await.unwrap(), 1);
+            // The collector goes away and comes back on the same port; the shipper's
+            // connection is dead and it finds out by sending.
+            let c = c.restart().await;
+            commit(&spool, 2);
+            assert_eq!(shipper.ship_pending(&spool).await.unwrap(), 1);
+            assert_eq!(merged(&c), [(1, 1), (2, 2)]);
+            assert_eq!(shipper.stats().connections.load(Ordering::Relaxed), 2);
+        }
     }
 
     #[tokio::test]
