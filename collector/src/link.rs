@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{AgentEntry, Sha256Digest, allows};
 use crate::live::LiveStore;
 use crate::store::{MergeOutcome, Store};
-pub use crate::time::now_ms;
+use crate::time::now_ms;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Batches one connection may have in flight at once.
