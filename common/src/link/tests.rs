@@ -957,3 +957,19 @@ fn a_welcome_of_another_version_or_an_ack_instead_is_a_protocol_error() {
         );
     }
 }
+
+#[test]
+fn close_codes_keep_their_numbers_on_the_wire() {
+    // Agents and collectors of other versions read these numbers: they never change.
+    assert_eq!((CLOSE_DONE, CLOSE_REFUSED, CLOSE_PROTOCOL), (0, 1, 2));
+    // A stream the session did not ask for (after shutdown, before admission) is let go.
+    let mut s = ServerSession::new(secs(0));
+    s.handle_stream(secs(0), StreamId(0));
+    assert_eq!(
+        s.handle_stream(secs(0), StreamId(1)),
+        [ServerAction::EndStream {
+            stream: StreamId(1),
+            code: CLOSE_DONE
+        }]
+    );
+}
