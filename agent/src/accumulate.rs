@@ -406,10 +406,7 @@ impl Accumulator {
         let folded_values;
         {
             let other_values = self.other_values;
-            let h = self
-                .hours
-                .entry((s.stream, start_hour))
-                .or_insert_with(HourAcc::new);
+            let h = self.hours.entry((s.stream, start_hour)).or_default();
             let q = &mut h.quarters[start_q];
             q.q.sessions += 1;
             q.q.lengths[length_bucket(length)] += 1;
@@ -525,9 +522,7 @@ impl Accumulator {
     }
 
     fn hour(&mut self, stream: StreamId, hour_ms: i64) -> &mut HourAcc {
-        self.hours
-            .entry((stream, hour_ms))
-            .or_insert_with(HourAcc::new)
+        self.hours.entry((stream, hour_ms)).or_default()
     }
 
     pub fn is_empty(&self) -> bool {

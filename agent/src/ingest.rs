@@ -66,6 +66,17 @@ struct DirView {
     parent_len: u16,
 }
 
+/// What [`Ingestor::names`] finds of an HLS (or maybe HLS) request for `resolve`.
+struct Names<'p> {
+    dir: &'p [u8],
+    name: &'p [u8],
+    dir_key: u64,
+    dir_view: DirView,
+    /// The key of the name's view ([`name_key`]).
+    name_key: u64,
+    what: What,
+}
+
 /// What one name of a directory adds to a session.
 #[derive(Clone, Copy, Default)]
 struct NameView {
@@ -568,7 +579,11 @@ impl Ingestor {
             self.by_status(tenant, r.status);
             return None;
         }
-        let (group, protocol, hls, reason) = self.resolve(tenant, &stream, path, what);
+        // The directory and name views' keys first, their slots fetched while the listener's
+        // address and headers are hashed: what the views say is only looked at after that.
+        let names = self.names(tenant, path, what);
+        let address_key = address_key(r);
+        let (group, protocol, hls, reason) = self.resolve(tenant, &stream, path, names);
         let (group, known_key): (&[u8], Option<u64>) = match group {
             Group::Line(g) => (g, None),
             Group::Dir(g, key) => (g, Some(key)),
@@ -595,7 +610,7 @@ impl Ingestor {
             StreamSlot::Stream { .. } => {
                 let month = self.month_index(start_ms);
                 return Some(SessionLine {
-                    key: Self::listener_key(stream_key, month, r),
+                    key: listener_key(stream_key, month, address_key),
                     slot,
                     client: r.client,
                     captured_request: r.captured_request,
@@ -637,15 +652,47 @@ impl Ingestor {
         }
     }
 
+    /// What [`Ingestor::resolve`] looks up for a request of `tenant`: its directory's view
+    /// and the key of its name's view, whose slot is fetched now. `None` for a mount.
+    #[inline]
+    fn names<'p>(&mut self, tenant: &[u8], path: &'p [u8], what: What) -> Option<Names<'p>> {
+        if what == What::Mount {
+            return None;
+        }
+        let (dir, name) = layout::dir_and_name(path);
+        let dir_key = layout::key_of(tenant, dir);
+        let dir_view = self.dir_view(tenant, dir, dir_key);
+        let in_hls_dir = dir_view.parent_len > 0 || dir_view.playlist_dir;
+        let name_key = match what {
+            What::Playlist => name_key(dir_key, layout::without_extension(name), b'p'),
+            // An ambiguous name that is no segment: a mount, no name to look at.
+            What::Audio if !(in_hls_dir && layout::has_digit(name)) => return None,
+            // A rendition's sub-directory: its name is the rendition.
+            _ if dir_view.parent_len > 0 => name_key(dir_key, b"", b'd'),
+            _ => name_key(dir_key, layout::owner_stem(name), b's'),
+        };
+        self.name_views.prefetch(name_key);
+        Some(Names {
+            dir,
+            name,
+            dir_key,
+            dir_view,
+            name_key,
+            what,
+        })
+    }
+
     /// Decides what an audio request of `tenant` is (docs/traffic.md, sections 2 and 3):
     /// its stream's group (the stream the listener chose, as far as this request tells),
-    /// protocol, what it adds to an HLS session, and why — learning from it first.
+    /// protocol, what it adds to an HLS session, and why — learning from it first. `names`
+    /// is what [`Ingestor::names`] found of it (`None`: a mount, or an ambiguous name that is
+    /// no segment).
     fn resolve<'p>(
         &mut self,
         tenant: &[u8],
         stream: &StreamName<'_>,
         path: &'p [u8],
-        what: What,
+        names: Option<Names<'p>>,
     ) -> (Group<'p>, Protocol, HlsPart, Reason) {
         let configured = matches!(stream, StreamName::Configured(_));
         let group_of = |g: &'p [u8]| {
@@ -663,20 +710,25 @@ impl Ingestor {
                 Group::Dir(dir, key)
             }
         };
-        if what == What::Mount {
+        let Some(Names {
+            dir,
+            name,
+            dir_key,
+            dir_view,
+            name_key,
+            what,
+        }) = names
+        else {
             return (
                 group_of(path),
                 Protocol::Icecast,
                 HlsPart::default(),
                 Reason::Mount,
             );
-        }
-        let (dir, name) = layout::dir_and_name(path);
-        let dir_key = layout::key_of(tenant, dir);
+        };
         if what == What::Playlist {
             let stem = layout::without_extension(name);
-            let name_key = name_key(dir_key, stem, b'p');
-            let mut dir_view = self.dir_view(tenant, dir, dir_key);
+            let mut dir_view = dir_view;
             let mut view = self.name_view(&dir_view, name_key);
             if view.is_none() && self.layout.learn_playlist(dir_key) {
                 dir_view = self.dir_view(tenant, dir, dir_key);
@@ -711,16 +763,6 @@ impl Ingestor {
                 Reason::PlaylistDir,
             );
         }
-        let dir_view = self.dir_view(tenant, dir, dir_key);
-        let in_hls_dir = dir_view.parent_len > 0 || dir_view.playlist_dir;
-        if what == What::Audio && !(in_hls_dir && layout::has_digit(name)) {
-            return (
-                group_of(path),
-                Protocol::Icecast,
-                HlsPart::default(),
-                Reason::Mount,
-            );
-        }
         let reason = if what == What::Audio {
             Reason::PackedAudio
         } else {
@@ -730,7 +772,6 @@ impl Ingestor {
         if dir_view.parent_len > 0 {
             let parent = &dir[..dir_view.parent_len as usize];
             // A rendition's sub-directory: its name is the rendition.
-            let name_key = name_key(dir_key, b"", b'd');
             let rendition = match self.name_view(&dir_view, name_key) {
                 Some(part) => part.rendition,
                 None => {
@@ -749,7 +790,6 @@ impl Ingestor {
             return (group_of(parent), Protocol::Hls, part, Reason::Renditions);
         }
         let owner = layout::owner_stem(name);
-        let name_key = name_key(dir_key, owner, b's');
         let mut part = match self.name_view(&dir_view, name_key) {
             Some(part) => part,
             None => {
@@ -1141,16 +1181,6 @@ impl Ingestor {
         }
     }
 
-    /// The listener cache key of a session's line: a hash of (stream, month, address text,
-    /// captured headers).
-    fn listener_key(stream_key: u64, month: i64, r: &LogRecord<'_>) -> u64 {
-        // (stream, month) in one word; the multiplier is odd, so months stay apart.
-        let seed = stream_key ^ (month as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        // The whole capture block rather than the User-Agent cut out of it: no search for
-        // the field on a hit, at the price of an entry per Referer a listener sends.
-        cache_key(seed, r.client, r.captured_request.unwrap_or_default())
-    }
-
     /// The hashed listener of a session's line, hashing once per cache key: the address is
     /// only parsed (and its text found not to be an address, counted as `bad_address`) when
     /// the cache does not know the key.
@@ -1389,10 +1419,31 @@ fn cache_key(seed: u64, head: &[u8], tail: &[u8]) -> u64 {
     rapidhash_v3_seeded(tail, &RapidSecrets::seed_cpp(head))
 }
 
+/// The hash of a line's address text and captured headers: with the stream and month, its
+/// listener cache key ([`listener_key`]). The whole capture block rather than the User-Agent
+/// cut out of it: no search for the field on a hit, at the price of an entry per Referer a
+/// listener sends.
+#[inline]
+fn address_key(r: &LogRecord<'_>) -> u64 {
+    cache_key(0, r.client, r.captured_request.unwrap_or_default())
+}
+
+/// The listener cache key of a session's line: (stream, month, [`address_key`]).
+#[inline]
+fn listener_key(stream_key: u64, month: i64, address_key: u64) -> u64 {
+    use rapidhash::v3::{RapidSecrets, rapidhash_v3_seeded};
+    // (stream, month) in one word; the multiplier is odd, so months stay apart.
+    let seed = stream_key ^ (month as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    rapidhash_v3_seeded(&address_key.to_le_bytes(), &RapidSecrets::seed_cpp(seed))
+}
+
 /// The key of a (tenant, stream) in the stream table.
 fn stream_key(tenant: &[u8], stream: &[u8]) -> u64 {
     cache_key(0, tenant, stream)
 }
+
+/// A routed request: its route, path and query.
+type Routed<'r, 'a> = (Route<'r>, &'a [u8], Option<&'a [u8]>);
 
 /// The route of a record and its query: `None` for an HTTP line without a request
 /// (`<BADREQ>`); a TCP line is a request for `/`.
@@ -1400,14 +1451,13 @@ fn route_record<'r, 'a: 'r>(
     router: &'r Router,
     host_field: Option<usize>,
     r: &LogRecord<'a>,
-) -> Option<(Route<'r>, &'a [u8], Option<&'a [u8]>)> {
-    let (method, path, query, authority): (Option<&[u8]>, &[u8], Option<&[u8]>, Option<&[u8]>) =
-        match (&r.kind, &r.request) {
-            (LineKind::Http, Some(req)) => (Some(req.method), req.path, req.query, req.authority),
-            (LineKind::Tcp, Some(req)) => (None, req.path, req.query, req.authority),
-            (LineKind::Tcp, None) => (None, b"/", None, None),
-            (LineKind::Http, None) => return None,
-        };
+) -> Option<Routed<'r, 'a>> {
+    let (method, path, query, authority) = match (&r.kind, &r.request) {
+        (LineKind::Http, Some(req)) => (Some(req.method), req.path, req.query, req.authority),
+        (LineKind::Tcp, Some(req)) => (None, req.path, req.query, req.authority),
+        (LineKind::Tcp, None) => (None, b"/".as_slice(), None, None),
+        (LineKind::Http, None) => return None,
+    };
     let captured_host = match (authority, host_field, r.captured_request) {
         (Some(a), _, _) => Some(a),
         (None, Some(i), Some(block)) => logline::captured_field(block, i),
@@ -2051,11 +2101,13 @@ mod tests {
 
     #[test]
     fn state_of_version_1_is_read() {
+        /// Tenant, stream, listener, start, end, dimensions, bot.
+        type OpenV1 = (String, String, ListenerId, i64, i64, [String; 6], bool);
         #[derive(Serialize)]
         struct V1 {
             version: u32,
             log_now_ms: i64,
-            open: Vec<(String, String, ListenerId, i64, i64, [String; 6], bool)>,
+            open: Vec<OpenV1>,
             aqh: Vec<AqhEntry>,
         }
         let t0 = 1_764_324_000_000; // 2026-11-28T10:00:00Z
