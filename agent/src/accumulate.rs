@@ -66,19 +66,26 @@ struct StreamInfo {
     other: bool,
 }
 
-#[derive(Default)]
 struct HourAcc {
     minutes: Vec<u32>,
     quarters: [QuarterAcc; 4],
     dim_uniques: HashMap<(u8, ValueId), UniqueSketch>,
 }
 
-impl HourAcc {
-    fn new() -> HourAcc {
+impl Default for HourAcc {
+    /// An hour with its 60 minutes.
+    fn default() -> HourAcc {
         HourAcc {
             minutes: vec![0; 60],
-            ..Default::default()
+            quarters: Default::default(),
+            dim_uniques: HashMap::default(),
         }
+    }
+}
+
+impl HourAcc {
+    fn new() -> HourAcc {
+        HourAcc::default()
     }
 
     /// Session starts of every kind (qualifying, short, bot): a stream's weight.
