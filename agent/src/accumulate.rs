@@ -14,6 +14,54 @@ use earshot_common::time::{HOUR_MS, MINUTE_MS, QUARTER_MS, floor_to, hour_start,
 use earshot_common::{Dimension, HourKey, HourRollup, ListenerId, Protocol, UniqueSketch};
 use serde::{Deserialize, Serialize};
 
+/// The `[limits]` table: the cardinality bounds per (tenant, UTC hour). The heaviest
+/// streams and values are kept exactly, the rest folded into `(other)`; totals stay exact.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most streams kept per (tenant, hour).
+    #[serde(default = "default_max_streams")]
+    pub max_streams: usize,
+    /// Most values kept per (tenant, hour, dimension).
+    #[serde(default = "default_max_values")]
+    pub max_values: usize,
+}
+
+fn default_max_streams() -> usize {
+    200
+}
+fn default_max_values() -> usize {
+    500
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_streams: default_max_streams(),
+            max_values: default_max_values(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The bounds the collector accepts too.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if !(1..=10_000).contains(&self.max_streams) {
+            return Err((
+                "max_streams".into(),
+                "must be between 1 and 10000 (as in the collector)".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_values) {
+            return Err((
+                "max_values".into(),
+                "must be between 1 and 10000 (as in the collector)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub type StreamId = u32;
 pub type ValueId = u32;
 

@@ -97,12 +97,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         cause.is::<ConfigError>()
             || matches!(
                 cause.downcast_ref(),
-                Some(
-                    IngestError::Config(_)
-                        | IngestError::UserAgents(_)
-                        | IngestError::Geo { .. }
-                        | IngestError::TimeZone(_)
-                )
+                Some(IngestError::Classify { .. } | IngestError::TimeZone(_))
             )
     });
     if config_fault { EXIT_CONFIG } else { 1 }
@@ -120,7 +115,7 @@ fn check_whole(c: &AgentConfig, path: &Path, needs_collector: bool) -> Result<()
         }
         .into());
     }
-    Ingestor::new(c, c.read_secret()?)?;
+    crate::daemon::ingestor(c, c.read_secret()?)?;
     Ok(())
 }
 
@@ -156,7 +151,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => AgentConfig::defaults(),
             };
             let secret = dry_run_secret(&c, config.is_some());
-            let mut ingestor = Ingestor::new(&c, secret)?;
+            let mut ingestor = crate::daemon::ingestor(&c, secret)?;
             if explain {
                 ingestor.explain();
             }

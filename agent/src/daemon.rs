@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::config::AgentConfig;
 use crate::follow::{Follower, fingerprint, lock, rotated_siblings};
-use crate::ingest::Ingestor;
+use crate::ingest::{IngestError, IngestParts, Ingestor};
 use crate::live::{Backoff, LivePoller, LiveStats, now_ms, send_sample};
 use crate::ship::Shipper;
 use crate::spool::{Spool, SpoolCap};
@@ -62,9 +62,25 @@ fn restrict_permissions(dir: &Path) {
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
 }
 
+/// The ingestor `config` makes: `[classify]`'s files opened and handed over.
+pub fn ingestor(config: &AgentConfig, secret: Vec<u8>) -> Result<Ingestor, IngestError> {
+    let classify = config.classify.open().map_err(|e| IngestError::Classify {
+        key: e.key,
+        message: e.message,
+    })?;
+    Ingestor::new(IngestParts {
+        inputs: &config.inputs,
+        sessions: &config.sessions,
+        routing: &config.routing,
+        limits: &config.limits,
+        classify,
+        secret,
+    })
+}
+
 fn restored_ingestor(config: &AgentConfig, spool: &Mutex<Spool>) -> Result<Ingestor> {
     let secret = config.read_secret()?;
-    let mut ingestor = Ingestor::new(config, secret)?;
+    let mut ingestor = ingestor(config, secret)?;
     if let Some(state) = lock(spool).state()? {
         ingestor.restore_state(&state)?;
     }

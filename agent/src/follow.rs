@@ -301,8 +301,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Mutex::new(Spool::open(&dir.path().join("spool.db")).unwrap());
         let mut follower = Follower::new(&spool, 64 * 1024).unwrap();
-        let config = crate::config::AgentConfig::defaults();
-        let mut ingestor = Ingestor::new(&config, vec![7; 32]).unwrap();
+        let mut ingestor = Ingestor::with_defaults(None, vec![7; 32]);
         // 20,000 listeners, each one two-minute progressive session: one line, one session.
         let n = 20_000u32;
         let mut text = Vec::new();

@@ -6,25 +6,27 @@
 //! in-memory cache key below; never in a rollup, the state blob or a log message.
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use earshot_common::tenant::TenantName;
 use earshot_common::time::{DAY_MS, civil_from_days};
 use earshot_common::wire::AgentCounters;
 use earshot_common::{Dimension, HourKey, HourRollup, ListenerId, ListenerKeyring, Protocol};
 use serde::{Deserialize, Serialize};
 
-use crate::accumulate::{Accumulator, AqhEntry, Session, StreamId, ValueId, default_value};
+use crate::accumulate::{
+    Accumulator, AqhEntry, LimitsConfig, Session, StreamId, ValueId, default_value,
+};
+use crate::classify::Classify;
 use crate::clock::LogClock;
-use crate::config::{AgentConfig, valid_tenant};
 use crate::explain::{Explain, Reason};
 use crate::kind::NotSession;
 use crate::layout::{self, Layout, SavedLayout};
 use crate::logline::{self, LineKind, LogRecord, Malformed};
 use crate::reader::Line;
-use crate::route::{Route, Router, StreamName, What};
+use crate::route::{PatternLists, Route, Router, RoutingConfig, StreamName, What};
 use crate::table::KeyTable;
-use crate::useragent::UaClassifier;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 /// Lines that are not sessions, by (tenant, HTTP status).
@@ -97,14 +99,151 @@ fn dir_name(dir: &[u8]) -> &[u8] {
     layout::dir_and_name(dir).1
 }
 
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputsConfig {
+    /// HAProxy log files to follow (the live names, e.g. "/var/log/haproxy.log"). Their
+    /// rotated siblings (`.1`, `.2.gz`, dated names) are found next to them.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// Time zone the `[accept date]` of the log is written in (HAProxy writes the host's
+    /// local time without a zone). An IANA name ("Europe/Berlin"), "UTC" or a fixed offset
+    /// ("+05:30"). Default: the host's zone.
+    pub log_timezone: Option<String>,
+    /// The `capture request header` lines of the HAProxy frontend, in order. The agent reads
+    /// "User-Agent" and "Referer" from these positions.
+    #[serde(default = "default_captured_headers")]
+    pub captured_headers: Vec<String>,
+    /// Lines longer than this are counted as malformed (`too_long`) and skipped.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+fn default_captured_headers() -> Vec<String> {
+    vec!["User-Agent".into(), "Referer".into()]
+}
+fn default_max_line_bytes() -> usize {
+    64 * 1024
+}
+
+impl Default for InputsConfig {
+    fn default() -> Self {
+        InputsConfig {
+            files: Vec::new(),
+            log_timezone: None,
+            captured_headers: default_captured_headers(),
+            max_line_bytes: default_max_line_bytes(),
+        }
+    }
+}
+
+impl InputsConfig {
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(tz) = &self.log_timezone {
+            LogClock::new(Some(tz)).map_err(|e| ("log_timezone".to_string(), e))?;
+        }
+        if self.max_line_bytes < 256 {
+            return Err(("max_line_bytes".into(), "must be at least 256".into()));
+        }
+        if !self
+            .captured_headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("user-agent"))
+        {
+            return Err((
+                "captured_headers".into(),
+                "must name \"User-Agent\": listeners are told apart by address and User-Agent"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A session shorter than this is a short session, reported on its own.
+    #[serde(default = "default_min_session")]
+    pub min_session_secs: u64,
+    /// HLS requests of one listener for one stream stay one session while the gap between
+    /// them is under this.
+    #[serde(default = "default_hls_gap")]
+    pub hls_session_gap_secs: u64,
+    /// Request paths (globs, `*` = anything) that are HLS playlists or segments, whatever
+    /// the built-in rules (docs/traffic.md) would make of them. None by default.
+    #[serde(default)]
+    pub hls_path_patterns: Vec<String>,
+    /// Request paths (globs) that are never sessions: counted under `not_sessions` as
+    /// `ignored` (by status when not 2xx). None by default: the built-in rules already
+    /// leave out pages, images, scripts, player files and status pages.
+    #[serde(default)]
+    pub ignore_path_patterns: Vec<String>,
+    /// Request paths (globs) that are progressive mounts (one line = one session), whatever
+    /// the built-in rules would make of them. None by default.
+    #[serde(default)]
+    pub mount_path_patterns: Vec<String>,
+}
+
+fn default_min_session() -> u64 {
+    60
+}
+fn default_hls_gap() -> u64 {
+    180
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            min_session_secs: default_min_session(),
+            hls_session_gap_secs: default_hls_gap(),
+            hls_path_patterns: Vec::new(),
+            ignore_path_patterns: Vec::new(),
+            mount_path_patterns: Vec::new(),
+        }
+    }
+}
+
+impl SessionConfig {
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.min_session_secs > 24 * 3600 {
+            return Err(("min_session_secs".into(), "must be at most one day".into()));
+        }
+        if self.hls_session_gap_secs == 0 || self.hls_session_gap_secs > 6 * 3600 {
+            return Err((
+                "hls_session_gap_secs".into(),
+                "must be between 1 and 21600 seconds".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The path patterns, for the [`Router`].
+    pub fn patterns(&self) -> PatternLists<'_> {
+        PatternLists {
+            hls: &self.hls_path_patterns,
+            ignore: &self.ignore_path_patterns,
+            mounts: &self.mount_path_patterns,
+        }
+    }
+}
+
+/// What an [`Ingestor`] is made of: the sections it reads, what `[classify]` opened, and
+/// the identity secret.
+pub struct IngestParts<'c> {
+    pub inputs: &'c InputsConfig,
+    pub sessions: &'c SessionConfig,
+    pub routing: &'c RoutingConfig,
+    pub limits: &'c LimitsConfig,
+    pub classify: Classify,
+    pub secret: Vec<u8>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("{0}")]
-    Config(#[from] crate::config::ConfigError),
-    #[error("classify.opawg_dir: {0}")]
-    UserAgents(#[from] crate::useragent::UaError),
-    #[error("classify.geoip_db {path}: {message}")]
-    Geo { path: String, message: String },
+    /// A `[classify]` file that cannot be read (a fault of the config).
+    #[error("classify.{key}: {message}")]
+    Classify { key: &'static str, message: String },
     #[error("inputs.log_timezone: {0}")]
     TimeZone(String),
     #[error("saved agent state is unreadable: {0}")]
@@ -304,8 +443,7 @@ pub struct Ingestor {
     /// Shared so that a line's route, which may borrow a rule's names, can be held while
     /// the ingestor changes.
     router: Arc<Router>,
-    classifier: UaClassifier,
-    geo: Option<maxminddb::Reader<Vec<u8>>>,
+    classify: Classify,
     secret: Vec<u8>,
     ua_field: usize,
     referer_field: Option<usize>,
@@ -362,43 +500,35 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    pub fn new(config: &AgentConfig, secret: Vec<u8>) -> Result<Ingestor, IngestError> {
-        let clock =
-            LogClock::new(config.inputs.log_timezone.as_deref()).map_err(IngestError::TimeZone)?;
-        let classifier = match &config.classify.opawg_dir {
-            Some(dir) => UaClassifier::with_opawg(dir)?,
-            None => UaClassifier::builtin(),
-        };
-        let geo = match &config.classify.geoip_db {
-            Some(path) => {
-                Some(
-                    maxminddb::Reader::open_readfile(path).map_err(|e| IngestError::Geo {
-                        path: path.display().to_string(),
-                        message: e.to_string(),
-                    })?,
-                )
-            }
-            None => None,
-        };
+    /// An ingestor of the given sections; it opens no file (`[classify]` is opened by the
+    /// caller: `daemon::ingestor`).
+    pub fn new(parts: IngestParts<'_>) -> Result<Ingestor, IngestError> {
+        let IngestParts {
+            inputs,
+            sessions,
+            routing,
+            limits,
+            classify,
+            secret,
+        } = parts;
+        let clock = LogClock::new(inputs.log_timezone.as_deref()).map_err(IngestError::TimeZone)?;
         let field = |name: &str| {
-            config
-                .inputs
+            inputs
                 .captured_headers
                 .iter()
                 .position(|h| h.eq_ignore_ascii_case(name))
         };
-        let acc = Accumulator::new(config.sessions.min_session_secs)
-            .with_limits(config.limits.max_streams, config.limits.max_values);
+        let acc = Accumulator::new(sessions.min_session_secs)
+            .with_limits(limits.max_streams, limits.max_values);
         Ok(Ingestor {
             clock,
-            router: Arc::new(Router::new(&config.routing, &config.sessions)),
-            classifier,
-            geo,
+            router: Arc::new(Router::new(routing, sessions.patterns())),
+            classify,
             secret,
             ua_field: field("user-agent").unwrap_or(0),
             referer_field: field("referer"),
             host_field: field("host"),
-            hls_gap_ms: config.sessions.hls_session_gap_secs as i64 * 1000,
+            hls_gap_ms: sessions.hls_session_gap_secs as i64 * 1000,
             acc,
             tenants: HashMap::default(),
             tenant_names: Vec::new(),
@@ -427,6 +557,24 @@ impl Ingestor {
         })
     }
 
+    /// An ingestor of every section's defaults but the log's time zone, with the built-in
+    /// User-Agent rules and no country database.
+    pub fn with_defaults(log_timezone: Option<&str>, secret: Vec<u8>) -> Ingestor {
+        let inputs = InputsConfig {
+            log_timezone: log_timezone.map(str::to_string),
+            ..InputsConfig::default()
+        };
+        Ingestor::new(IngestParts {
+            inputs: &inputs,
+            sessions: &SessionConfig::default(),
+            routing: &RoutingConfig::default(),
+            limits: &LimitsConfig::default(),
+            classify: Classify::builtin(),
+            secret,
+        })
+        .expect("the default config makes an ingestor")
+    }
+
     /// Collects what [`Ingestor::explanation`] shows (the dry run's `--explain`).
     pub fn explain(&mut self) {
         self.explain = Some(Box::default());
@@ -451,7 +599,7 @@ impl Ingestor {
         let names = crate::explain::Names {
             tenants: &self.tenant_names,
             stream: &stream,
-            valid_tenant: &valid_tenant,
+            valid_tenant: &TenantName::is_valid,
             playlist_dirs: self.layout.playlist_dirs(),
             layout_overflowed: self.layout.overflowed,
         };
@@ -1211,7 +1359,7 @@ impl Ingestor {
             )
         });
         let id = keyring.listener(ip, &ua);
-        let country = match self.geo.as_ref().and_then(|g| country_of(g, ip)) {
+        let country = match self.classify.country(ip) {
             Some(code) => self.acc.value_id(Dimension::Country, &code),
             None => 0,
         };
@@ -1231,7 +1379,10 @@ impl Ingestor {
         if self.user_agents.len() >= MAX_CACHED_USER_AGENTS {
             self.user_agents.clear();
         }
-        let info = self.classifier.classify(&String::from_utf8_lossy(ua));
+        let info = self
+            .classify
+            .user_agents
+            .classify(&String::from_utf8_lossy(ua));
         let ids = UaInfoIds {
             client: self.acc.value_id(Dimension::Client, &info.client),
             device: self.acc.value_id(Dimension::Device, info.device),
@@ -1533,7 +1684,7 @@ fn intern_stream(
         Err(_) => StreamSlot::NotUtf8,
         Ok(name) => {
             let t = intern_tenant(tenants.0, tenants.1, name);
-            if valid_tenant(name) {
+            if TenantName::is_valid(name) {
                 let id = acc.stream_id(name, &String::from_utf8_lossy(stream), protocol);
                 StreamSlot::Stream {
                     tenant: t,
@@ -1636,11 +1787,6 @@ impl From<SavedStateV1> for SavedState {
     }
 }
 
-fn country_of(reader: &maxminddb::Reader<Vec<u8>>, ip: IpAddr) -> Option<String> {
-    let country: maxminddb::geoip2::Country = reader.lookup(ip).ok()?;
-    country.country?.iso_code.map(str::to_string)
-}
-
 /// The host of a Referer URL, lower-cased, without port or credentials.
 pub fn referrer_host(raw: &[u8]) -> Option<String> {
     let text = logline::unescape(raw);
@@ -1736,9 +1882,7 @@ mod tests {
     }
 
     fn ingestor() -> Ingestor {
-        let mut config = AgentConfig::defaults();
-        config.inputs.log_timezone = Some("UTC".into());
-        let mut ingestor = Ingestor::new(&config, b"secret".to_vec()).expect("ingestor");
+        let mut ingestor = Ingestor::with_defaults(Some("UTC"), b"secret".to_vec());
         ingestor.listener_limit = 30;
         ingestor
     }

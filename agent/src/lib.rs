@@ -2,6 +2,7 @@
 // One `unsafe` block in the crate: the cache prefetch hint in `table`.
 #![deny(unsafe_code)]
 pub mod accumulate;
+pub mod classify;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod kind;
 pub mod layout;
 pub mod live;
 pub mod logline;
+pub mod perms;
 pub mod reader;
 pub mod report;
 pub mod route;

@@ -6,11 +6,80 @@
 //! Works on the line's bytes: whether a default tenant is a valid tenant name (and valid
 //! UTF-8) is for the caller to check, once per tenant and stream it has not seen before.
 
-#[cfg(doc)]
-use crate::config::valid_tenant;
-use crate::config::{RouteRule, RoutingConfig, SessionConfig};
 use crate::kind::{NotSession, PathKind, path_kind};
+use earshot_common::tenant::TenantName;
+use serde::Deserialize;
+
 use crate::table::KeyTable;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Default tenant = backend name with this prefix removed.
+    #[serde(default = "default_backend_prefix")]
+    pub backend_prefix: String,
+    /// Rules tried in order before the default; the first that matches decides.
+    #[serde(default)]
+    pub rules: Vec<RouteRule>,
+}
+
+/// One routing rule. Every given `match_*` must match. `tenant` sets the tenant, `stream`
+/// the stream (default: the mount path, or the playlist's directory for HLS); `ignore = true`
+/// drops matching lines (counted by status).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// Backend name glob, e.g. "be_radio*".
+    pub match_backend: Option<String>,
+    /// Request path prefix, e.g. "/radio1/".
+    pub match_path_prefix: Option<String>,
+    /// Host (from an HTTP/2 absolute URI, or a captured "Host" header), glob.
+    pub match_host: Option<String>,
+    pub tenant: Option<String>,
+    pub stream: Option<String>,
+    #[serde(default)]
+    pub ignore: bool,
+}
+
+fn default_backend_prefix() -> String {
+    "be_".into()
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            backend_prefix: default_backend_prefix(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl RoutingConfig {
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.tenant.is_none() && rule.stream.is_none() && !rule.ignore {
+                return Err((
+                    format!("rules[{i}]"),
+                    "sets nothing: give `tenant`, `stream` or `ignore = true`".into(),
+                ));
+            }
+            if let Some(t) = &rule.tenant
+                && let Err(e) = TenantName::new(t.as_str())
+            {
+                return Err((format!("rules[{i}].tenant"), e.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `[sessions]` path patterns that decide over the built-in rules.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PatternLists<'a> {
+    pub hls: &'a [String],
+    pub ignore: &'a [String],
+    pub mounts: &'a [String],
+}
 
 /// What a request is for, or why it is not a session.
 #[derive(Debug, PartialEq, Eq)]
@@ -234,17 +303,17 @@ fn extension_after(path: &[u8], dot: Option<usize>) -> Extension<'_> {
 }
 
 impl Router {
-    pub fn new(routing: &RoutingConfig, sessions: &SessionConfig) -> Router {
+    pub fn new(routing: &RoutingConfig, patterns: PatternLists<'_>) -> Router {
         let mut extensions = KeyTable::default();
         Router {
             prefix: routing.backend_prefix.clone(),
             rules: routing.rules.clone(),
-            hls: PathPatterns::new(&sessions.hls_path_patterns, IN_HLS, &mut extensions),
-            ignore: PathPatterns::new(&sessions.ignore_path_patterns, IN_IGNORE, &mut extensions),
-            mounts: PathPatterns::new(&sessions.mount_path_patterns, IN_MOUNTS, &mut extensions),
-            any_patterns: !(sessions.hls_path_patterns.is_empty()
-                && sessions.ignore_path_patterns.is_empty()
-                && sessions.mount_path_patterns.is_empty()),
+            hls: PathPatterns::new(patterns.hls, IN_HLS, &mut extensions),
+            ignore: PathPatterns::new(patterns.ignore, IN_IGNORE, &mut extensions),
+            mounts: PathPatterns::new(patterns.mounts, IN_MOUNTS, &mut extensions),
+            any_patterns: !(patterns.hls.is_empty()
+                && patterns.ignore.is_empty()
+                && patterns.mounts.is_empty()),
             extensions,
         }
     }
@@ -261,7 +330,7 @@ impl Router {
 
     /// `backend` as logged; `method` (`None` for a TCP connection, which is a mount's);
     /// `path` without query; `host` when known. A default tenant that is not a valid tenant
-    /// name (see [`valid_tenant`]) is returned as it is: the caller checks, once per tenant
+    /// name (see [`TenantName`]) is returned as it is: the caller checks, once per tenant
     /// it has not seen.
     pub fn route<'a>(
         &'a self,
@@ -518,7 +587,7 @@ mod tests {
     #[test]
     fn default_routes() {
         let c = AgentConfig::defaults();
-        let r = Router::new(&c.routing, &c.sessions);
+        let r = Router::new(&c.routing, c.sessions.patterns());
         let get = Some(&b"GET"[..]);
         assert_eq!(
             r.route(b"be_radio1", get, b"/radio1/live.mp3", None),
@@ -578,7 +647,7 @@ mod tests {
             std::path::Path::new("t.toml"),
         )
         .unwrap();
-        let r = Router::new(&c.routing, &c.sessions);
+        let r = Router::new(&c.routing, c.sessions.patterns());
         let what = |path: &'static [u8]| match r.route(b"be_x", Some(b"GET"), path, None) {
             Route::Stream { what, .. } => Some(what),
             Route::NotSession {
@@ -615,7 +684,7 @@ mod tests {
             std::path::Path::new("t.toml"),
         )
         .unwrap();
-        let r = Router::new(&c.routing, &c.sessions);
+        let r = Router::new(&c.routing, c.sessions.patterns());
         let get = Some(&b"GET"[..]);
         assert!(matches!(
             r.route(

@@ -14,8 +14,6 @@ use earshot_common::wire::{AgentCounters, Batch};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::config::SpoolFullPolicy;
-
 /// How long a writer waits for another connection's lock before giving up.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -35,6 +33,53 @@ CREATE TABLE IF NOT EXISTS meta (
     value BLOB NOT NULL
 );
 ";
+
+/// The `[spool]` table: the bound on what waits for the collector.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Most bytes of unacknowledged batches kept in the spool (encoded size). When a commit
+    /// takes the spool past it, batches are dropped by `when_full`, logged as a warning and
+    /// counted (`earshot_agent_spool_dropped_batches_total` in the state, and in the log).
+    /// Default 1 GiB.
+    #[serde(default = "default_spool_max_bytes")]
+    pub max_bytes: u64,
+    /// Which batches go when the spool is full: `"drop_oldest"` (default: the newest hours
+    /// are kept, the oldest unsent ones are lost) or `"drop_newest"` (what is spooled stays;
+    /// new batches are dropped until the collector takes some).
+    #[serde(default)]
+    pub when_full: SpoolFullPolicy,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolFullPolicy {
+    #[default]
+    DropOldest,
+    DropNewest,
+}
+
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            max_bytes: default_spool_max_bytes(),
+            when_full: SpoolFullPolicy::default(),
+        }
+    }
+}
+
+impl SpoolConfig {
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.max_bytes < 64 * 1024 {
+            return Err(("max_bytes".into(), "must be at least 65536".into()));
+        }
+        Ok(())
+    }
+}
 
 /// Where the reader stands in one log file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +139,7 @@ pub struct SpoolCap {
 
 impl Default for SpoolCap {
     fn default() -> Self {
-        let c = crate::config::SpoolConfig::default();
+        let c = SpoolConfig::default();
         SpoolCap {
             max_bytes: c.max_bytes,
             when_full: c.when_full,

@@ -2,7 +2,6 @@
 //! in its spool and ships) and the saved ingest state (what it finds after a restart). The
 //! kept bytes are in `tests/data/formats/` (see `earshot_common::golden`).
 
-use earshot_agent::config::AgentConfig;
 use earshot_agent::ingest::Ingestor;
 use earshot_agent::reader::Line;
 use earshot_agent::spool::Spool;
@@ -110,9 +109,7 @@ fn after_restart() -> Vec<String> {
 }
 
 fn ingestor() -> Ingestor {
-    let mut config = AgentConfig::defaults();
-    config.inputs.log_timezone = Some("UTC".into());
-    Ingestor::new(&config, b"secret".to_vec()).unwrap()
+    Ingestor::with_defaults(Some("UTC"), b"secret".to_vec())
 }
 
 fn feed(i: &mut Ingestor, lines: &[String]) {

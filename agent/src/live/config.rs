@@ -9,7 +9,7 @@ use earshot_common::Protocol;
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::config::valid_tenant;
+use earshot_common::tenant::TenantName;
 
 /// `[live]`: live listener counts, polled every `interval_secs` and sent to the collector as
 /// datagrams (latest wins; a lost one costs nothing).
@@ -249,7 +249,7 @@ impl LiveConfig {
 }
 
 fn check_tenant(t: &str) -> Result<(), String> {
-    if valid_tenant(t) {
+    if TenantName::is_valid(t) {
         Ok(())
     } else {
         Err(format!(
@@ -339,7 +339,7 @@ impl KeyMapper {
                 stream = caps.name("stream").map(|m| m.as_str());
             }
         }
-        let tenant = tenant.filter(|t| valid_tenant(t))?;
+        let tenant = tenant.filter(|t| TenantName::is_valid(t))?;
         let stream = stream.unwrap_or(key);
         // Raw addresses never leave the agent: a key (or part of one) that is an address is
         // not a stream name, whatever the rule says.
@@ -368,7 +368,7 @@ pub fn mount_default_tenant(mount: &str) -> Option<&str> {
         Some((first, _)) => first,
         None => path.rsplit_once('.').map_or(path, |(stem, _)| stem),
     };
-    valid_tenant(first).then_some(first)
+    TenantName::is_valid(first).then_some(first)
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ impl Shipper {
             })?
             .trim()
             .to_string();
-        crate::config::warn_if_loose(&config.token_file, "collector.token_file");
+        crate::perms::warn_if_loose(&config.token_file, "collector.token_file");
         if token.is_empty() {
             return Err(ShipError::File {
                 key: "token_file",
