@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use earshot_common::rollup::{HourKey, HourRollup};
-use earshot_common::wire::{AgentCounters, Batch};
+use earshot_common::wire::{AgentCounters, Batch, v1};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -117,11 +117,12 @@ pub enum SpoolError {
     },
 }
 
-/// What a stored batch row holds; agent id and seq are added when it is read back.
+/// What a stored batch row holds, in protocol 1's form; agent id and seq are added when it
+/// is read back.
 #[derive(Serialize, Deserialize)]
 struct StoredBatch {
-    rollups: Vec<(HourKey, HourRollup)>,
-    counters: AgentCounters,
+    rollups: Vec<(v1::HourKeyV1, v1::HourRollupV1)>,
+    counters: v1::AgentCountersV1,
 }
 
 pub struct Spool {
@@ -265,7 +266,10 @@ impl Spool {
     ) -> Result<Option<u64>, SpoolError> {
         let has_batch = !rollups.is_empty() || counters != AgentCounters::default();
         let body = if has_batch {
-            let stored = StoredBatch { rollups, counters };
+            let stored = StoredBatch {
+                rollups: v1::rollups_to_v1(rollups),
+                counters: counters.into(),
+            };
             Some(
                 postcard::to_stdvec(&stored).map_err(|error| SpoolError::Encode {
                     path: self.path.clone(),
@@ -362,23 +366,21 @@ impl Spool {
         rows.into_iter()
             .map(|(seq, body)| {
                 // A batch spooled by an agent from before the counters grew decodes too.
-                let stored: StoredBatch = earshot_common::wire::decode_with_counters(
-                    &body,
-                    |old: earshot_common::wire::RollupsBefore| {
+                let stored: StoredBatch =
+                    v1::decode_with_counters(&body, |old: v1::RollupsBefore| {
                         let (rollups, counters) = old.into_parts();
                         StoredBatch { rollups, counters }
-                    },
-                )
-                .map_err(|error| SpoolError::Corrupt {
-                    path: self.path.clone(),
-                    seq,
-                    error,
-                })?;
+                    })
+                    .map_err(|error| SpoolError::Corrupt {
+                        path: self.path.clone(),
+                        seq,
+                        error,
+                    })?;
                 Ok(Batch {
                     agent_id: agent_id.to_string(),
                     seq,
-                    rollups: stored.rollups,
-                    counters: stored.counters,
+                    rollups: v1::rollups_from_v1(stored.rollups),
+                    counters: stored.counters.into(),
                 })
             })
             .collect()

@@ -17,12 +17,16 @@
 //!   them reach it — so summing it over streams gives the tenant's AQH audience;
 //! - `uniques`: listeners with a session overlapping the quarter;
 //! - `minutes[m]`: sessions overlapping `[m, m + 60 s)`.
+//!
+//! These are in-memory types: their serde form is protocol 1's ([`crate::wire::v1`]), so a
+//! field added here is neither shipped nor stored until a new versioned type carries it.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::sketch::UniqueSketch;
+use crate::wire::v1::{DimCountsV1, DimensionV1, HourKeyV1, HourRollupV1, ProtocolV1, QuarterV1};
 
 /// Session length breakdown: the lower edges in seconds. The last bucket is open-ended.
 pub const LENGTH_EDGES_S: [u64; 13] = [
@@ -39,7 +43,9 @@ pub fn length_bucket(length_ms: i64) -> usize {
         .unwrap_or(0)
 }
 
+/// Encoded as [`crate::wire::v1::ProtocolV1`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "ProtocolV1", from = "ProtocolV1")]
 pub enum Protocol {
     /// One long HTTP response per listener (Icecast mounts, MP3/AAC streams).
     Icecast,
@@ -57,8 +63,9 @@ impl Protocol {
 }
 
 /// Session attributes that breakdowns are kept for. `stream` and `protocol` breakdowns come
-/// from the rollup keys themselves.
+/// from the rollup keys themselves. Encoded as [`crate::wire::v1::DimensionV1`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "DimensionV1", from = "DimensionV1")]
 pub enum Dimension {
     Client,
     Device,
@@ -101,7 +108,9 @@ impl Dimension {
     }
 }
 
+/// Encoded as [`crate::wire::v1::HourKeyV1`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "HourKeyV1", from = "HourKeyV1")]
 pub struct HourKey {
     pub tenant: String,
     pub stream: String,
@@ -109,8 +118,10 @@ pub struct HourKey {
     pub hour_ms: i64,
 }
 
-/// Counters of one dimension value within one quarter-hour.
+/// Counters of one dimension value within one quarter-hour. Encoded as
+/// [`crate::wire::v1::DimCountsV1`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "DimCountsV1", from = "DimCountsV1")]
 pub struct DimCounts {
     pub sessions: u64,
     pub listening_ms: u64,
@@ -123,7 +134,9 @@ impl DimCounts {
     }
 }
 
+/// One quarter-hour of an [`HourRollup`]. Encoded as [`crate::wire::v1::QuarterV1`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(into = "QuarterV1", from = "QuarterV1")]
 pub struct QuarterRollup {
     pub sessions: u64,
     pub short_sessions: u64,
@@ -163,8 +176,10 @@ impl QuarterRollup {
     }
 }
 
-/// Everything known about one stream of one tenant in one clock hour.
+/// Everything known about one stream of one tenant in one clock hour. Encoded as
+/// [`crate::wire::v1::HourRollupV1`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "HourRollupV1", from = "HourRollupV1")]
 pub struct HourRollup {
     pub protocol: Protocol,
     /// Concurrent listeners per minute of the hour (sessions overlapping the minute).

@@ -22,7 +22,7 @@ fn splitmix64(x: u64) -> u64 {
 /// Listeners `start .. start + len` of one shared universe, so that sketches generated side by
 /// side overlap. Mostly small (sparse); now and then around and past the sparse limit, so that
 /// merges turn sketches dense and mix the two forms.
-fn sketch() -> BoxedStrategy<UniqueSketch> {
+pub(crate) fn sketch() -> BoxedStrategy<UniqueSketch> {
     prop_oneof![
         8 => (0u64..300, 0u64..60),
         1 => (0u64..3_000, 1_500u64..6_000),
@@ -37,7 +37,7 @@ fn sketch() -> BoxedStrategy<UniqueSketch> {
     .boxed()
 }
 
-fn dim_key() -> impl Strategy<Value = (Dimension, String)> {
+pub(crate) fn dim_key() -> impl Strategy<Value = (Dimension, String)> {
     (
         prop::sample::select(Dimension::ALL.to_vec()),
         prop::sample::select(vec!["VLC", "phone", "DE", "direct", ""]),
@@ -91,7 +91,7 @@ fn quarter() -> BoxedStrategy<QuarterRollup> {
         .boxed()
 }
 
-fn hour() -> BoxedStrategy<HourRollup> {
+pub(crate) fn hour() -> BoxedStrategy<HourRollup> {
     (
         prop_oneof![Just(Protocol::Icecast), Just(Protocol::Hls)],
         vec(0u32..1 << 20, 60),

@@ -11,12 +11,24 @@
 //! (old variants keep their encoding), never by a new field. [`AgentMessage::Health`] and
 //! [`CollectorMessage::Noted`] were added that way: an agent that never sends `Health` speaks
 //! exactly the protocol it spoke before.
+//!
+//! The messages here are wire types. [`Batch`] and [`AgentCounters`] (and the rollups in a
+//! batch) are in-memory types, what the agent accumulates and the collector merges: they are
+//! encoded as their protocol-1 forms in [`v1`], converted on the way in and out (their serde
+//! implementations, [`compress_batch`], [`decode_batch`], the agent's spool). A field of
+//! theirs reaches the bytes only through a new versioned type (ARCHITECTURE.md, "Formats").
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::rollup::{HourKey, HourRollup};
+
+pub mod v1;
+#[cfg(test)]
+mod v1_props;
+
+pub use v1::{RollupsBefore, decode_with_counters};
 
 pub const ALPN: &[u8] = b"earshot/1";
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -43,7 +55,7 @@ pub const BATCH_DEFLATE_LEVEL: u32 = 1;
 /// Deflates a batch for [`AgentMessage::CompressedBatch`].
 pub fn compress_batch(batch: &Batch) -> Result<Vec<u8>, WireError> {
     use std::io::Write;
-    let raw = postcard::to_stdvec(batch)?;
+    let raw = postcard::to_stdvec(&v1::BatchV1::from(batch.clone()))?;
     let mut z = flate2::write::DeflateEncoder::new(
         Vec::with_capacity(raw.len() / 3),
         flate2::Compression::new(BATCH_DEFLATE_LEVEL),
@@ -106,8 +118,9 @@ pub struct Hello {
 }
 
 /// One shipment of pre-aggregates. `(agent_id, seq)` identifies it: the collector merges a
-/// given pair at most once.
+/// given pair at most once. Encoded as [`v1::BatchV1`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "v1::BatchV1", from = "v1::BatchV1")]
 pub struct Batch {
     pub agent_id: String,
     pub seq: u64,
@@ -116,7 +129,9 @@ pub struct Batch {
 }
 
 /// What the agent counted while producing a batch (deltas, summed by the collector).
+/// Encoded as [`v1::AgentCountersV1`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "v1::AgentCountersV1", from = "v1::AgentCountersV1")]
 pub struct AgentCounters {
     pub lines: u64,
     /// Malformed lines by reason (`"bad_date"`, `"truncated"`, …).
@@ -133,79 +148,9 @@ pub struct AgentCounters {
     pub folded: BTreeMap<(String, String), u64>,
 }
 
-/// [`AgentCounters`] as the first agents wrote it (before `not_sessions` and `folded`).
-#[derive(Deserialize)]
-struct CountersBefore {
-    lines: u64,
-    malformed: BTreeMap<String, u64>,
-    by_status: BTreeMap<(String, i32), u64>,
-}
-
-impl From<CountersBefore> for AgentCounters {
-    fn from(c: CountersBefore) -> AgentCounters {
-        AgentCounters {
-            lines: c.lines,
-            malformed: c.malformed,
-            by_status: c.by_status,
-            ..Default::default()
-        }
-    }
-}
-
-/// Decodes a postcard value whose last field is an [`AgentCounters`] (a [`Batch`], the
-/// agent's spooled batches), written by this version or by one from before the counters
-/// grew: postcard ignores bytes past a value's end, so older collectors read newer batches,
-/// and a newer reader that finds the counters end early decodes them the old way.
-/// `new` and `old` are the two layouts; `upgrade` turns the old into the new.
-pub fn decode_with_counters<'a, New, Old>(
-    bytes: &'a [u8],
-    upgrade: impl FnOnce(Old) -> New,
-) -> Result<New, postcard::Error>
-where
-    New: Deserialize<'a>,
-    Old: Deserialize<'a>,
-{
-    match postcard::from_bytes::<New>(bytes) {
-        Ok(v) => Ok(v),
-        Err(e @ postcard::Error::DeserializeUnexpectedEnd) => postcard::from_bytes::<Old>(bytes)
-            .map(upgrade)
-            .map_err(|_| e),
-        Err(e) => Err(e),
-    }
-}
-
-/// The same rollups with the counters of the first layout: what [`decode_with_counters`]
-/// falls back to for a [`Batch`].
-#[derive(Deserialize)]
-struct BatchBefore {
-    agent_id: String,
-    seq: u64,
-    rollups: Vec<(HourKey, HourRollup)>,
-    counters: CountersBefore,
-}
-
 /// Decodes a [`Batch`] of this version or an older one (see [`decode_with_counters`]).
 pub fn decode_batch(bytes: &[u8]) -> Result<Batch, postcard::Error> {
-    decode_with_counters(bytes, |b: BatchBefore| Batch {
-        agent_id: b.agent_id,
-        seq: b.seq,
-        rollups: b.rollups,
-        counters: b.counters.into(),
-    })
-}
-
-/// Rollups and counters as older agents spooled them: for spool readers that decode
-/// `(rollups, counters)` pairs.
-#[derive(Deserialize)]
-pub struct RollupsBefore {
-    pub rollups: Vec<(HourKey, HourRollup)>,
-    counters: CountersBefore,
-}
-
-impl RollupsBefore {
-    pub fn into_parts(self) -> (Vec<(HourKey, HourRollup)>, AgentCounters) {
-        (self.rollups, self.counters.into())
-    }
+    decode_with_counters(bytes, |old: v1::BatchBefore| v1::BatchV1::from(old)).map(Batch::from)
 }
 
 impl AgentCounters {
@@ -298,13 +243,16 @@ mod tests {
     use super::*;
     use crate::rollup::Protocol;
 
+    /// The counters of the first layout: lines, malformed, by status.
+    type FirstCounters = (u64, BTreeMap<String, u64>, BTreeMap<(String, i32), u64>);
+
     /// The first layout of a batch, as older agents encoded (and spooled) it.
     #[derive(Serialize)]
     struct OldBatch {
         agent_id: String,
         seq: u64,
         rollups: Vec<(HourKey, HourRollup)>,
-        counters: (u64, BTreeMap<String, u64>, BTreeMap<(String, i32), u64>),
+        counters: FirstCounters,
     }
 
     #[test]
@@ -341,7 +289,7 @@ mod tests {
             .not_sessions
             .insert(("t".into(), "image".into()), 5);
         let new_bytes = postcard::to_stdvec(&new).unwrap();
-        let seen_old: BatchBefore = postcard::from_bytes(&new_bytes).unwrap();
+        let seen_old: v1::BatchBefore = postcard::from_bytes(&new_bytes).unwrap();
         assert_eq!(seen_old.counters.lines, 12);
         assert_eq!(decode_batch(&new_bytes).unwrap(), new);
         // A truncated new batch is an error, not an old batch.
