@@ -1,6 +1,7 @@
 //! The conversions between the in-memory aggregates and protocol 1's forms are exact: a value
 //! taken to its v1 form and back is the value, and so is a batch encoded, deflated, inflated
-//! and decoded. (That the v1 forms keep their bytes is `crate::golden`'s to show.)
+//! and decoded. That the formats keep their bytes is `crate::golden`'s to show; here the kept
+//! batch is also read as a [`BatchV1`] alone.
 
 use std::collections::BTreeMap;
 
@@ -128,4 +129,16 @@ fn dimension_and_protocol_codes_are_protocol_1s() {
         ((Dimension::Client, String::new()), 2),
     ]);
     assert_eq!(postcard::to_stdvec(&m).unwrap(), [2, 0, 0, 2, 6, 0, 1]);
+}
+
+/// The kept batch of protocol 1 is a [`BatchV1`] by itself: decoded as one and encoded again
+/// it is the same bytes, and it is the golden batch's v1 form.
+#[test]
+fn the_kept_batch_is_a_batch_v1() {
+    let fresh = postcard::to_stdvec(&BatchV1::from(crate::golden::batch())).unwrap();
+    let kept = crate::golden::kept("batch-v1.postcard", &fresh);
+    let decoded: BatchV1 = postcard::from_bytes(&kept).unwrap();
+    assert_eq!(decoded, BatchV1::from(crate::golden::batch()));
+    assert!(postcard::to_stdvec(&decoded).unwrap() == kept);
+    assert!(fresh == kept);
 }
