@@ -5,7 +5,7 @@
 //! request, the deadlines, when to close) are
 //! [`earshot_common::link::client::ClientSession`]'s; the [`Shipper`] drives one per
 //! connection over quinn, reconnects, and deletes a batch from the spool on its `Ack`. How the
-//! collector is trusted is [`verify`]'s.
+//! collector is trusted is `verify`'s.
 //!
 //! What must stay true: a batch leaves the spool only after the collector's `Ack` for its
 //! sequence number, so a lost connection, a crash or a refusal at any point leaves it spooled
@@ -44,7 +44,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 #[serde(deny_unknown_fields)]
 pub struct LinkConfig {
     /// The collector's QUIC address, `host:port` ("collector.example.net:4433",
-    /// "127.0.0.1:4433", "[2001:db8::1]:4433").
+    /// "127.0.0.1:4433", "\[2001:db8::1\]:4433").
     pub address: String,
     /// The name the collector's certificate must be valid for (with `ca_file`). Default: the
     /// host part of `address`.
