@@ -2,8 +2,8 @@
 //! (nightly), and `tests/e2e/fault_mangled.rs` calls them on stable with mutated samples.
 //! Each must return (never panic, never allocate without bound) whatever the bytes.
 
-use earshot_agent::config::AgentConfig;
-use earshot_agent::route::Router;
+use earshot_agent::ingest::SessionConfig;
+use earshot_agent::route::{Router, RoutingConfig};
 use earshot_common::sketch::UniqueSketch;
 use earshot_common::wire::{self, AgentMessage, CollectorMessage, LiveSample};
 use std::sync::LazyLock;
@@ -11,8 +11,7 @@ use std::sync::LazyLock;
 /// A HAProxy log line, as the agent's parser and the default routing see it.
 pub fn log_line(data: &[u8]) {
     static ROUTER: LazyLock<Router> = LazyLock::new(|| {
-        let config = AgentConfig::defaults();
-        Router::new(&config.routing, &config.sessions)
+        Router::new(&RoutingConfig::default(), SessionConfig::default().patterns())
     });
     if let Ok(Some(record)) = earshot_agent::logline::parse_line(data)
         && let Some(request) = &record.request

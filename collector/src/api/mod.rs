@@ -200,7 +200,7 @@ pub fn router(store: Store, config: Arc<ApiConfig>) -> Router {
 }
 
 /// The API with the live store, the link's counters and the agents' board behind it: every
-/// route of the table ([`routes::ROUTES`]).
+/// route of the table (`routes::ROUTES`).
 pub fn router_with(store: Store, config: Arc<ApiConfig>, services: Services) -> Router {
     let mut router = Router::new();
     for route in routes::ROUTES {

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::StoreError;
 
-/// Bump together with a new entry in [`MIGRATIONS`].
+/// Bump together with a new entry in `MIGRATIONS`.
 pub const SCHEMA_VERSION: i64 = 2;
 
 /// `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
