@@ -11,7 +11,10 @@ use std::sync::LazyLock;
 /// A HAProxy log line, as the agent's parser and the default routing see it.
 pub fn log_line(data: &[u8]) {
     static ROUTER: LazyLock<Router> = LazyLock::new(|| {
-        Router::new(&RoutingConfig::default(), SessionConfig::default().patterns())
+        Router::new(
+            &RoutingConfig::default(),
+            SessionConfig::default().patterns(),
+        )
     });
     if let Ok(Some(record)) = earshot_agent::logline::parse_line(data)
         && let Some(request) = &record.request
