@@ -19,7 +19,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-steps=(provision fmt clippy doc package build test)
+steps=(provision fmt clippy doc package core build test)
 only=("$@")
 for name in "${only[@]}"; do
     if ! printf '%s\n' "${steps[@]}" | grep -qx -- "$name"; then
@@ -101,6 +101,10 @@ if [ "$(id -u)" -eq 0 ]; then
 else
     skipped package "it installs packages and needs root"
 fi
+# The collector without its `apps` feature (no App Store, Google Play or Matomo clients):
+# built, linted and unit-tested. Before `build`, which leaves the default binaries in place.
+step core sh -c 'cargo clippy -p earshot-collector --all-targets --no-default-features -- -D warnings &&
+    cargo test -p earshot-collector --no-default-features --lib -- --test-threads 2'
 step build cargo build --workspace --all-targets
 step test cargo test --workspace --lib --bins --tests -- --test-threads 2
 
