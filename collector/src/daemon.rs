@@ -148,9 +148,13 @@ impl Collector {
             requests: Default::default(),
             apps: apps.db(),
             engagement: apps.engagement(),
-            ingest_tokens: Arc::new(config.ingest_tokens()),
+            ingest_tokens: Arc::new(crate::api::ApiConfig::ingest_tokens(config)),
         };
-        let app = crate::api::router_with(store.clone(), Arc::new(config.api_config()), services);
+        let app = crate::api::router_with(
+            store.clone(),
+            Arc::new(crate::api::ApiConfig::from_config(config)),
+            services,
+        );
 
         let shutdown = CancellationToken::new();
         let quic_task = tokio::spawn(link.serve(shutdown.clone()));

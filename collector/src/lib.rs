@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod init;
+pub mod health;
 pub mod link;
 pub mod live;
 pub mod query;

@@ -1,6 +1,6 @@
 //! The collector's end of the agent link: a QUIC server that admits known agents, merges
 //! their batches exactly once, hands their live samples to the [`LiveStore`] and keeps their
-//! health reports ([`AgentBoard`]).
+//! health reports ([`AgentBoard`], in `health`).
 //!
 //! The protocol's rules (Hello first, the deadlines, when to answer and when to close) are
 //! [`earshot_common::link::server::ServerSession`]'s; this module drives one per connection
@@ -16,20 +16,22 @@
 //! - one misbehaving connection (garbage, oversized or slow frames) is closed or cut off on its
 //!   own; the others go on.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use earshot_common::link::server::{BatchOutcome, ServerAction, ServerSession};
 use earshot_common::link::{CLOSE_DONE, CLOSE_PROTOCOL, FrameError, FrameReader, StreamId};
-use earshot_common::wire::{self, AgentHealth, Batch, CollectorMessage, Hello, LiveSample};
+use earshot_common::wire::{self, Batch, CollectorMessage, Hello, LiveSample};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{AgentEntry, Sha256Digest, allows};
+use crate::health::bump;
+pub use crate::health::{AgentBoard, AgentStatus, LinkStats};
 use crate::live::LiveStore;
 use crate::store::{MergeOutcome, Store};
 use crate::time::now_ms;
@@ -48,72 +50,6 @@ pub enum LinkError {
     },
     #[error("TLS config unusable for QUIC: {0}")]
     Crypto(String),
-}
-
-/// Counters of the link (exposed as metrics later). Every refusal and every rejected frame is
-/// counted here as well as logged.
-#[derive(Debug, Default)]
-pub struct LinkStats {
-    pub connections: AtomicU64,
-    pub handshakes_failed: AtomicU64,
-    pub agents_admitted: AtomicU64,
-    pub agents_refused: AtomicU64,
-    pub batches_merged: AtomicU64,
-    pub batches_duplicate: AtomicU64,
-    pub batches_refused: AtomicU64,
-    /// Frames that closed their connection (undecodable, oversized) or were cut off (slow).
-    pub frames_rejected: AtomicU64,
-    pub store_errors: AtomicU64,
-    /// Live-sample datagrams received and decoded.
-    pub live_samples: AtomicU64,
-    /// Undecodable datagrams and live entries for tenants the agent may not report for.
-    pub live_rejected: AtomicU64,
-    /// Agent connections admitted and not yet closed (a gauge).
-    pub agents_connected: AtomicU64,
-    /// Health reports received from agents.
-    pub health_reports: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// What the collector knows of an agent now.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AgentStatus {
-    /// Connections of this agent that are open (more than one only briefly, on reconnect).
-    pub connections: u32,
-    /// The agent's last health report and when it arrived (collector's clock, ms).
-    pub health: Option<(AgentHealth, i64)>,
-}
-
-/// Every configured agent's status, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct AgentBoard {
-    agents: Mutex<BTreeMap<String, AgentStatus>>,
-}
-
-impl AgentBoard {
-    /// A board listing the configured agents (each shown even before it connects).
-    pub fn new<'a>(ids: impl IntoIterator<Item = &'a str>) -> AgentBoard {
-        AgentBoard {
-            agents: Mutex::new(
-                ids.into_iter()
-                    .map(|id| (id.to_string(), AgentStatus::default()))
-                    .collect(),
-            ),
-        }
-    }
-
-    fn update(&self, id: &str, f: impl FnOnce(&mut AgentStatus)) {
-        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
-        f(agents.entry(id.to_string()).or_default());
-    }
-
-    pub fn snapshot(&self) -> Vec<(String, AgentStatus)> {
-        let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
-        agents.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
 }
 
 /// What the collector knows of one agent.
@@ -613,6 +549,9 @@ mod tests {
     //! the common client session driven by a few lines here ([`TestAgent`]).
 
     use std::path::PathBuf;
+    use std::sync::atomic::AtomicU64;
+
+    use earshot_common::wire::AgentHealth;
 
     use earshot_common::link::CLOSE_REFUSED;
     use earshot_common::link::client::{

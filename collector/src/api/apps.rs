@@ -311,9 +311,9 @@ mod absent_tests {
     async fn the_apps_routes_answer_404_saying_why() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(&dir.path().join("c.db")).unwrap();
-        let config = crate::config::CollectorConfig::parse("", std::path::Path::new("c.toml"))
-            .unwrap()
-            .api_config();
+        let config = crate::api::ApiConfig::from_config(
+            &crate::config::CollectorConfig::parse("", std::path::Path::new("c.toml")).unwrap(),
+        );
         let router = super::super::router(store, std::sync::Arc::new(config));
         for path in [
             "/api/v1/tenants/radio1/apps/downloads?from=2026-01-01&to=2026-01-02",

@@ -532,7 +532,7 @@ mod tests {
         };
         store.merge_batch(&batch).unwrap();
         let services = Services {
-            agents: Arc::new(crate::link::AgentBoard::new(["a1"])),
+            agents: Arc::new(crate::health::AgentBoard::new(["a1"])),
             ..Default::default()
         };
         let config = ApiConfig {

@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 pub use auth::{ADMIN_SCOPE, token_digest};
 pub use metrics::RequestStats;
 
+use crate::config::{CollectorConfig, TokenScope, scope_texts};
 use crate::query::{self, QueryError};
 use crate::store::{Store, StoreError};
 
@@ -48,6 +49,47 @@ pub struct ApiConfig {
     pub tenant_timezones: HashMap<String, String>,
     /// The longest `[from, to)` a query may span.
     pub max_range_days: u32,
+}
+
+impl ApiConfig {
+    /// What the HTTP API needs of the collector's config.
+    pub fn from_config(c: &CollectorConfig) -> ApiConfig {
+        ApiConfig {
+            tokens: c
+                .api_tokens
+                .iter()
+                .map(|t| ApiToken {
+                    name: t.name.clone(),
+                    token_sha256: t.token_sha256.0,
+                    // An ingest token is known (so reading answers 403, not 401) but reads
+                    // no tenant.
+                    tenants: match t.scope {
+                        TokenScope::Read => scope_texts(&t.tenants),
+                        TokenScope::Ingest => Vec::new(),
+                    },
+                })
+                .collect(),
+            tenant_timezones: c
+                .tenants
+                .iter()
+                .map(|(name, t)| (name.to_string(), t.timezone.clone()))
+                .collect(),
+            max_range_days: c.http.max_range_days,
+        }
+    }
+
+    /// The tokens with `scope = "ingest"`, with the tenants they may post events for.
+    pub fn ingest_tokens(c: &CollectorConfig) -> Vec<ApiToken> {
+        c.api_tokens
+            .iter()
+            .filter(|t| t.scope == TokenScope::Ingest)
+            .map(|t| ApiToken {
+                name: t.name.clone(),
+                token_sha256: t.token_sha256.0,
+                tenants: scope_texts(&t.tenants),
+            })
+            .collect()
+    }
 }
 
 impl Default for ApiConfig {
@@ -168,8 +210,8 @@ pub struct Services {
     pub live: Arc<crate::live::LiveStore>,
     /// Between two heartbeats of an idle `live/stream`.
     pub heartbeat: std::time::Duration,
-    pub link: Arc<crate::link::LinkStats>,
-    pub agents: Arc<crate::link::AgentBoard>,
+    pub link: Arc<crate::health::LinkStats>,
+    pub agents: Arc<crate::health::AgentBoard>,
     pub requests: Arc<RequestStats>,
     /// App downloads (`state_dir/apps.db`); `None`: `apps/downloads` answers 404.
     pub apps: Option<Arc<crate::apps::AppsDb>>,

@@ -19,8 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::sources::appstore::DayState;
 use crate::sources::{DailyDownloads, DownloadCounts, Store, Units};
 
-/// The file inside `state_dir`.
-pub const APPS_DB_FILE: &str = "apps.db";
+pub use crate::config::APPS_DB_FILE;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS downloads (

@@ -131,13 +131,13 @@ scope = "ingest"
         let c = parse(&text).unwrap();
         assert_eq!(c.api_tokens[0].scope, TokenScope::Read);
         assert_eq!(c.api_tokens[1].scope, TokenScope::Ingest);
-        let api = c.api_config();
+        let api = crate::api::ApiConfig::from_config(&c);
         assert_eq!(api.tokens.len(), 2);
         assert!(
             api.tokens[1].tenants.is_empty(),
             "an ingest token reads nothing"
         );
-        let ingest = c.ingest_tokens();
+        let ingest = crate::api::ApiConfig::ingest_tokens(&c);
         assert_eq!(
             (ingest.len(), ingest[0].tenants.as_slice()),
             (1, &["radio1".to_string()][..])

@@ -66,10 +66,13 @@ impl SourcesConfig {
     }
 }
 
+/// The app downloads and Matomo cache's file inside `state_dir`.
+pub const APPS_DB_FILE: &str = "apps.db";
+
 impl CollectorConfig {
     /// The app downloads and Matomo cache, `state_dir/apps.db`.
     pub fn apps_db_path(&self) -> PathBuf {
-        self.state_dir.join(crate::apps::APPS_DB_FILE)
+        self.state_dir.join(APPS_DB_FILE)
     }
 
     /// The tenant an app is mapped to in `[sources.appstore] apps` or

@@ -28,7 +28,7 @@ pub use crate::sources::SourcesConfig;
 pub use agents::{AgentEntry, allows};
 pub use api::{ApiTokenEntry, HttpConfig, TokenScope};
 #[cfg(feature = "apps")]
-pub use apps::SourcesConfig;
+pub use apps::{APPS_DB_FILE, SourcesConfig};
 pub use events::EventsConfig;
 pub use limits::{LimitsConfig, MAX_LIMIT};
 pub use live::LiveConfig;
@@ -176,19 +176,6 @@ impl CollectorConfig {
         tenants::check(&self.tenants)
     }
 
-    /// The tokens with `scope = "ingest"`, with the tenants they may post events for.
-    pub fn ingest_tokens(&self) -> Vec<crate::api::ApiToken> {
-        self.api_tokens
-            .iter()
-            .filter(|t| t.scope == TokenScope::Ingest)
-            .map(|t| crate::api::ApiToken {
-                name: t.name.clone(),
-                token_sha256: t.token_sha256.0,
-                tenants: scope_texts(&t.tenants),
-            })
-            .collect()
-    }
-
     pub fn database_path(&self) -> PathBuf {
         self.state_dir.join(DATABASE_FILE)
     }
@@ -201,35 +188,9 @@ impl CollectorConfig {
     pub fn agent(&self, id: &str) -> Option<&AgentEntry> {
         self.agents.iter().find(|a| a.id == id)
     }
-
-    /// What the HTTP API needs of this config.
-    pub fn api_config(&self) -> crate::api::ApiConfig {
-        crate::api::ApiConfig {
-            tokens: self
-                .api_tokens
-                .iter()
-                .map(|t| crate::api::ApiToken {
-                    name: t.name.clone(),
-                    token_sha256: t.token_sha256.0,
-                    // An ingest token is known (so reading answers 403, not 401) but reads
-                    // no tenant.
-                    tenants: match t.scope {
-                        TokenScope::Read => scope_texts(&t.tenants),
-                        TokenScope::Ingest => Vec::new(),
-                    },
-                })
-                .collect(),
-            tenant_timezones: self
-                .tenants
-                .iter()
-                .map(|(name, t)| (name.to_string(), t.timezone.clone()))
-                .collect(),
-            max_range_days: self.http.max_range_days,
-        }
-    }
 }
 
-fn scope_texts(scopes: &[earshot_common::tenant::Scope]) -> Vec<String> {
+pub(crate) fn scope_texts(scopes: &[earshot_common::tenant::Scope]) -> Vec<String> {
     scopes.iter().map(|s| s.as_str().to_owned()).collect()
 }
 
@@ -314,7 +275,7 @@ heartbeat_secs = 5
             c.database_path(),
             Path::new("/tmp/earshot-state/earshot.db")
         );
-        let api = c.api_config();
+        let api = crate::api::ApiConfig::from_config(&c);
         assert_eq!(api.tokens[0].tenants, ["*"]);
         assert_eq!(api.tenant_timezones["radio1"], "Europe/Berlin");
         assert_eq!(api.max_range_days, 90);
