@@ -123,13 +123,20 @@ impl LineReader {
     /// Fails with `InvalidInput` when `start_offset` lies past the end of the stream (the
     /// file is not the one the checkpoint was taken on) or `max_line` is over 1 GiB.
     pub fn open(path: &Path, start_offset: u64, max_line: usize) -> io::Result<LineReader> {
+        LineReader::from_file(File::open(path)?, start_offset, max_line)
+    }
+
+    /// [`LineReader::open`] on a file already open (read from its start, wherever its
+    /// position is): the caller can check what the file is and read that same file, even if
+    /// its name has meanwhile been given to another.
+    pub fn from_file(mut file: File, start_offset: u64, max_line: usize) -> io::Result<LineReader> {
         if max_line > MAX_MAX_LINE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("max_line {max_line} is over the 1 GiB limit"),
             ));
         }
-        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(0))?;
         let mut magic = [0u8; 2];
         let got = read_up_to(&mut file, &mut magic)?;
         let gzip = got == 2 && magic == [0x1f, 0x8b];
