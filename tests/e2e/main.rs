@@ -24,3 +24,4 @@ mod pipeline;
 mod real_clients;
 mod rotation;
 mod shutdown;
+mod upgrade;
