@@ -267,7 +267,7 @@ impl Spool {
         let has_batch = !rollups.is_empty() || counters != AgentCounters::default();
         let body = if has_batch {
             let stored = StoredBatch {
-                rollups: v1::rollups_to_v1(rollups),
+                rollups: earshot_common::wire::rollups_to_v1(rollups),
                 counters: counters.into(),
             };
             Some(
@@ -379,7 +379,7 @@ impl Spool {
                 Ok(Batch {
                     agent_id: agent_id.to_string(),
                     seq,
-                    rollups: v1::rollups_from_v1(stored.rollups),
+                    rollups: earshot_common::wire::rollups_from_v1(stored.rollups),
                     counters: stored.counters.into(),
                 })
             })

@@ -14,6 +14,7 @@ pub mod sdnotify;
 pub mod sketch;
 pub mod tenant;
 pub mod time;
+pub mod v1;
 pub mod wire;
 
 pub use listener::{ListenerId, ListenerKeyring};

@@ -18,7 +18,7 @@
 //! - `uniques`: listeners with a session overlapping the quarter;
 //! - `minutes[m]`: sessions overlapping `[m, m + 60 s)`.
 //!
-//! These are in-memory types: their serde form is protocol 1's ([`crate::wire::v1`]), so a
+//! These are in-memory types: their serde form is protocol 1's ([`crate::v1`]), so a
 //! field added here is neither shipped nor stored until a new versioned type carries it.
 
 use std::collections::BTreeMap;
@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::sketch::UniqueSketch;
-use crate::wire::v1::{DimCountsV1, DimensionV1, HourKeyV1, HourRollupV1, ProtocolV1, QuarterV1};
+use crate::v1::{DimCountsV1, DimensionV1, HourKeyV1, HourRollupV1, ProtocolV1, QuarterV1};
 
 /// Session length breakdown: the lower edges in seconds. The last bucket is open-ended.
 pub const LENGTH_EDGES_S: [u64; 13] = [
@@ -43,7 +43,7 @@ pub fn length_bucket(length_ms: i64) -> usize {
         .unwrap_or(0)
 }
 
-/// Encoded as [`crate::wire::v1::ProtocolV1`].
+/// Encoded as [`crate::v1::ProtocolV1`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "ProtocolV1", from = "ProtocolV1")]
 pub enum Protocol {
@@ -63,7 +63,7 @@ impl Protocol {
 }
 
 /// Session attributes that breakdowns are kept for. `stream` and `protocol` breakdowns come
-/// from the rollup keys themselves. Encoded as [`crate::wire::v1::DimensionV1`].
+/// from the rollup keys themselves. Encoded as [`crate::v1::DimensionV1`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "DimensionV1", from = "DimensionV1")]
 pub enum Dimension {
@@ -108,7 +108,7 @@ impl Dimension {
     }
 }
 
-/// Encoded as [`crate::wire::v1::HourKeyV1`].
+/// Encoded as [`crate::v1::HourKeyV1`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "HourKeyV1", from = "HourKeyV1")]
 pub struct HourKey {
@@ -119,7 +119,7 @@ pub struct HourKey {
 }
 
 /// Counters of one dimension value within one quarter-hour. Encoded as
-/// [`crate::wire::v1::DimCountsV1`].
+/// [`crate::v1::DimCountsV1`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "DimCountsV1", from = "DimCountsV1")]
 pub struct DimCounts {
@@ -134,7 +134,7 @@ impl DimCounts {
     }
 }
 
-/// One quarter-hour of an [`HourRollup`]. Encoded as [`crate::wire::v1::QuarterV1`].
+/// One quarter-hour of an [`HourRollup`]. Encoded as [`crate::v1::QuarterV1`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(into = "QuarterV1", from = "QuarterV1")]
 pub struct QuarterRollup {
@@ -177,7 +177,7 @@ impl QuarterRollup {
 }
 
 /// Everything known about one stream of one tenant in one clock hour. Encoded as
-/// [`crate::wire::v1::HourRollupV1`].
+/// [`crate::v1::HourRollupV1`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(into = "HourRollupV1", from = "HourRollupV1")]
 pub struct HourRollup {
@@ -215,6 +215,215 @@ impl HourRollup {
         }
         for (k, v) in &other.dim_uniques {
             self.dim_uniques.entry(k.clone()).or_default().merge(v);
+        }
+    }
+}
+
+// Each type to and from its protocol-1 form (crate::v1).
+
+/// A map keyed by dimension, with both the key's dimension and the value converted.
+fn convert_dims<D: Into<E>, E: Ord, V: Into<W>, W>(
+    m: BTreeMap<(D, String), V>,
+) -> BTreeMap<(E, String), W> {
+    m.into_iter()
+        .map(|((d, s), v)| ((d.into(), s), v.into()))
+        .collect()
+}
+
+impl From<Protocol> for ProtocolV1 {
+    fn from(p: Protocol) -> ProtocolV1 {
+        match p {
+            Protocol::Icecast => ProtocolV1::Icecast,
+            Protocol::Hls => ProtocolV1::Hls,
+        }
+    }
+}
+
+impl From<ProtocolV1> for Protocol {
+    fn from(p: ProtocolV1) -> Protocol {
+        match p {
+            ProtocolV1::Icecast => Protocol::Icecast,
+            ProtocolV1::Hls => Protocol::Hls,
+        }
+    }
+}
+
+impl From<Dimension> for DimensionV1 {
+    fn from(d: Dimension) -> DimensionV1 {
+        match d {
+            Dimension::Client => DimensionV1::Client,
+            Dimension::Device => DimensionV1::Device,
+            Dimension::Os => DimensionV1::Os,
+            Dimension::Country => DimensionV1::Country,
+            Dimension::Referrer => DimensionV1::Referrer,
+            Dimension::Source => DimensionV1::Source,
+            Dimension::Rendition => DimensionV1::Rendition,
+        }
+    }
+}
+
+impl From<DimensionV1> for Dimension {
+    fn from(d: DimensionV1) -> Dimension {
+        match d {
+            DimensionV1::Client => Dimension::Client,
+            DimensionV1::Device => Dimension::Device,
+            DimensionV1::Os => Dimension::Os,
+            DimensionV1::Country => Dimension::Country,
+            DimensionV1::Referrer => Dimension::Referrer,
+            DimensionV1::Source => Dimension::Source,
+            DimensionV1::Rendition => Dimension::Rendition,
+        }
+    }
+}
+
+impl From<HourKey> for HourKeyV1 {
+    fn from(k: HourKey) -> HourKeyV1 {
+        let HourKey {
+            tenant,
+            stream,
+            hour_ms,
+        } = k;
+        HourKeyV1 {
+            tenant,
+            stream,
+            hour_ms,
+        }
+    }
+}
+
+impl From<HourKeyV1> for HourKey {
+    fn from(k: HourKeyV1) -> HourKey {
+        let HourKeyV1 {
+            tenant,
+            stream,
+            hour_ms,
+        } = k;
+        HourKey {
+            tenant,
+            stream,
+            hour_ms,
+        }
+    }
+}
+
+impl From<DimCounts> for DimCountsV1 {
+    fn from(c: DimCounts) -> DimCountsV1 {
+        let DimCounts {
+            sessions,
+            listening_ms,
+        } = c;
+        DimCountsV1 {
+            sessions,
+            listening_ms,
+        }
+    }
+}
+
+impl From<DimCountsV1> for DimCounts {
+    fn from(c: DimCountsV1) -> DimCounts {
+        let DimCountsV1 {
+            sessions,
+            listening_ms,
+        } = c;
+        DimCounts {
+            sessions,
+            listening_ms,
+        }
+    }
+}
+
+impl From<QuarterRollup> for QuarterV1 {
+    fn from(q: QuarterRollup) -> QuarterV1 {
+        let QuarterRollup {
+            sessions,
+            short_sessions,
+            bot_sessions,
+            completed,
+            carried_in,
+            listening_ms,
+            aqh_listeners,
+            aqh_tenant_listeners,
+            lengths,
+            uniques,
+            dims,
+        } = q;
+        QuarterV1 {
+            sessions,
+            short_sessions,
+            bot_sessions,
+            completed,
+            carried_in,
+            listening_ms,
+            aqh_listeners,
+            aqh_tenant_listeners,
+            lengths,
+            uniques,
+            dims: convert_dims(dims),
+        }
+    }
+}
+
+impl From<QuarterV1> for QuarterRollup {
+    fn from(q: QuarterV1) -> QuarterRollup {
+        let QuarterV1 {
+            sessions,
+            short_sessions,
+            bot_sessions,
+            completed,
+            carried_in,
+            listening_ms,
+            aqh_listeners,
+            aqh_tenant_listeners,
+            lengths,
+            uniques,
+            dims,
+        } = q;
+        QuarterRollup {
+            sessions,
+            short_sessions,
+            bot_sessions,
+            completed,
+            carried_in,
+            listening_ms,
+            aqh_listeners,
+            aqh_tenant_listeners,
+            lengths,
+            uniques,
+            dims: convert_dims(dims),
+        }
+    }
+}
+
+impl From<HourRollup> for HourRollupV1 {
+    fn from(r: HourRollup) -> HourRollupV1 {
+        let HourRollup {
+            protocol,
+            minutes,
+            quarters,
+            dim_uniques,
+        } = r;
+        HourRollupV1 {
+            protocol: protocol.into(),
+            minutes,
+            quarters: quarters.map(QuarterV1::from),
+            dim_uniques: convert_dims(dim_uniques),
+        }
+    }
+}
+
+impl From<HourRollupV1> for HourRollup {
+    fn from(r: HourRollupV1) -> HourRollup {
+        let HourRollupV1 {
+            protocol,
+            minutes,
+            quarters,
+            dim_uniques,
+        } = r;
+        HourRollup {
+            protocol: protocol.into(),
+            minutes,
+            quarters: quarters.map(QuarterRollup::from),
+            dim_uniques: convert_dims(dim_uniques),
         }
     }
 }

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::rollup::{HourKey, HourRollup};
 
-pub mod v1;
+pub use crate::v1;
+use crate::v1::{AgentCountersV1, BatchV1, HourKeyV1, HourRollupV1};
 #[cfg(test)]
 mod v1_props;
 
@@ -236,6 +237,94 @@ pub fn decode_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, WireErro
         return Err(WireError::TooLarge(body.len()));
     }
     Ok(postcard::from_bytes(body)?)
+}
+
+impl From<AgentCounters> for AgentCountersV1 {
+    fn from(c: AgentCounters) -> AgentCountersV1 {
+        let AgentCounters {
+            lines,
+            malformed,
+            by_status,
+            not_sessions,
+            folded,
+        } = c;
+        AgentCountersV1 {
+            lines,
+            malformed,
+            by_status,
+            not_sessions,
+            folded,
+        }
+    }
+}
+
+impl From<AgentCountersV1> for AgentCounters {
+    fn from(c: AgentCountersV1) -> AgentCounters {
+        let AgentCountersV1 {
+            lines,
+            malformed,
+            by_status,
+            not_sessions,
+            folded,
+        } = c;
+        AgentCounters {
+            lines,
+            malformed,
+            by_status,
+            not_sessions,
+            folded,
+        }
+    }
+}
+
+impl From<Batch> for BatchV1 {
+    fn from(b: Batch) -> BatchV1 {
+        let Batch {
+            agent_id,
+            seq,
+            rollups,
+            counters,
+        } = b;
+        BatchV1 {
+            agent_id,
+            seq,
+            rollups: rollups_to_v1(rollups),
+            counters: counters.into(),
+        }
+    }
+}
+
+impl From<BatchV1> for Batch {
+    fn from(b: BatchV1) -> Batch {
+        let BatchV1 {
+            agent_id,
+            seq,
+            rollups,
+            counters,
+        } = b;
+        Batch {
+            agent_id,
+            seq,
+            rollups: rollups_from_v1(rollups),
+            counters: counters.into(),
+        }
+    }
+}
+
+/// Rollups to their protocol-1 form.
+pub fn rollups_to_v1(rollups: Vec<(HourKey, HourRollup)>) -> Vec<(HourKeyV1, HourRollupV1)> {
+    rollups
+        .into_iter()
+        .map(|(k, r)| (k.into(), r.into()))
+        .collect()
+}
+
+/// Rollups from their protocol-1 form.
+pub fn rollups_from_v1(rollups: Vec<(HourKeyV1, HourRollupV1)>) -> Vec<(HourKey, HourRollup)> {
+    rollups
+        .into_iter()
+        .map(|(k, r)| (k.into(), r.into()))
+        .collect()
 }
 
 #[cfg(test)]
