@@ -76,6 +76,19 @@ pub struct SavedLayout {
     dirs: Vec<(u64, Stems)>,
 }
 
+impl SavedLayout {
+    /// A layout that knows only these playlist directories (keys of (tenant, directory)).
+    pub fn of_playlist_dirs(keys: impl IntoIterator<Item = u64>) -> SavedLayout {
+        let mut playlist_dirs: Vec<u64> = keys.into_iter().collect();
+        playlist_dirs.sort_unstable();
+        playlist_dirs.dedup();
+        SavedLayout {
+            playlist_dirs,
+            dirs: Vec::new(),
+        }
+    }
+}
+
 impl Layout {
     /// A `.m3u8` was fetched from `dir` of `tenant`. Says whether the directory is new (the
     /// epoch then changed).

@@ -305,14 +305,11 @@ fn check_truth(d: &Deployment, generated: &Generated, tenants: &[String], what: 
     }
 }
 
-/// Fails for now, on one point: the previous release's saved state (version 1) holds no
-/// layout, and this agent restores it with none (`From<SavedStateV1>` in
-/// `agent/src/ingest/state.rs`), so the first segment it reads after the upgrade from a
-/// directory whose playlist it has not seen again is counted as a one-line progressive
-/// session of a stream named after the segment (`/hls/radio001/seg_179590385.aac`): one short
-/// session too many. Everything else equals the truth and this version alone.
+/// The previous release's saved state (version 1) holds no learned layout: this agent takes
+/// the open sessions' streams as playlist directories (`From<SavedStateV1>` in
+/// `agent/src/ingest/state.rs`), or the first segment it reads after the upgrade from such a
+/// directory (`/hls/radio001/seg_179590385.aac` here) would be a one-line progressive session.
 #[test]
-#[ignore = "v0.1.0's saved state restores with no layout: a segment read before its playlist is counted as a progressive session"]
 fn this_version_carries_on_from_the_previous_releases_spool_state_and_store() {
     let old = previous_release();
     let tmp = tempfile::tempdir().unwrap();

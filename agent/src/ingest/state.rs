@@ -63,6 +63,14 @@ struct SavedHlsV1 {
 
 impl From<SavedStateV1> for SavedState {
     fn from(v1: SavedStateV1) -> SavedState {
+        // Version 1 learned no layout, but named every HLS stream by its playlists'
+        // directory: the open sessions' streams are playlist directories, so that their
+        // listeners' next segments (often read before their next playlist) stay HLS.
+        let layout = SavedLayout::of_playlist_dirs(
+            v1.open
+                .iter()
+                .map(|s| layout::key_of(s.tenant.as_bytes(), s.stream.as_bytes())),
+        );
         SavedState {
             version: STATE_VERSION,
             log_now_ms: v1.log_now_ms,
@@ -95,7 +103,7 @@ impl From<SavedStateV1> for SavedState {
                 })
                 .collect(),
             aqh: v1.aqh,
-            layout: SavedLayout::default(),
+            layout,
         }
     }
 }

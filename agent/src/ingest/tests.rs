@@ -452,8 +452,29 @@ fn state_of_version_1_is_read() {
     i.restore_state(&postcard::to_stdvec(&v1).unwrap())
         .expect("a version 1 state is read");
     assert_eq!(i.open_sessions(), 1);
+    // Version 1 learned no layout; its open session's stream is a playlist directory all
+    // the same: another listener's packed-audio segment, read before any playlist, is HLS.
+    let mut lines = Vec::new();
+    layout_line(
+        &mut lines,
+        95_000,
+        "10.0.0.9",
+        "be_radio",
+        "/hls/radio/seg_12.aac",
+    );
+    i.feed(lines[0].1.as_bytes());
     i.close_all();
     let (rollups, _) = i.take();
+    let streams: Vec<&str> = rollups.iter().map(|(k, _)| k.stream.as_str()).collect();
+    assert!(streams.iter().all(|s| *s == "/hls/radio"), "{streams:?}");
+    assert_eq!(
+        rollups
+            .iter()
+            .map(|(_, r)| r.quarters.iter().map(|q| q.short_sessions).sum::<u64>())
+            .sum::<u64>(),
+        1,
+        "the segment's listener has a short HLS session"
+    );
     let by = sessions_by(&rollups);
     assert_eq!(
         by.get(&("radio".into(), "stream".into(), "/hls/radio".into())),
