@@ -62,9 +62,9 @@ pub enum PathKind {
 
 /// The kind of a GET request's path (without query).
 pub fn path_kind(path: &[u8]) -> PathKind {
-    let name_at = memchr::memrchr(b'/', path).map_or(0, |i| i + 1);
+    let name_at = crate::bytes::rfind(path, b'/').map_or(0, |i| i + 1);
     let name = &path[name_at..];
-    let Some(dot) = memchr::memrchr(b'.', name) else {
+    let Some(dot) = crate::bytes::rfind(name, b'.') else {
         return extensionless(path, name);
     };
     let ext = &name[dot + 1..];

@@ -189,7 +189,7 @@ impl Layout {
 /// A path's directory ("/" for "/x.mp3") and last segment.
 #[inline]
 pub fn dir_and_name(path: &[u8]) -> (&[u8], &[u8]) {
-    match memchr::memrchr(b'/', path) {
+    match crate::bytes::rfind(path, b'/') {
         Some(0) => (b"/", &path[1..]),
         Some(i) => (&path[..i], &path[i + 1..]),
         None => (b"/", path),
@@ -208,7 +208,7 @@ pub fn parent(dir: &[u8]) -> Option<&[u8]> {
 /// A name less its extension.
 #[inline]
 pub fn without_extension(name: &[u8]) -> &[u8] {
-    match memchr::memrchr(b'.', name) {
+    match crate::bytes::rfind(name, b'.') {
         Some(d) => &name[..d],
         None => name,
     }

@@ -2,6 +2,7 @@
 // One `unsafe` block in the crate: the cache prefetch hint in `table`.
 #![deny(unsafe_code)]
 pub mod accumulate;
+pub mod bytes;
 pub mod classify;
 pub mod cli;
 pub mod clock;

@@ -41,6 +41,8 @@ pub(super) struct Names<'p> {
     dir_view: DirView,
     /// The key of the name's view ([`name_key`]).
     name_key: u64,
+    /// A same-directory segment's [`layout::owner_stem`] (empty otherwise).
+    owner: &'p [u8],
     what: What,
 }
 
@@ -81,13 +83,17 @@ impl Ingestor {
         let dir_key = layout::key_of(tenant, dir);
         let dir_view = self.dir_view(tenant, dir, dir_key);
         let in_hls_dir = dir_view.parent_len > 0 || dir_view.playlist_dir;
+        let mut owner: &[u8] = b"";
         let name_key = match what {
             What::Playlist => name_key(dir_key, layout::without_extension(name), b'p'),
             // An ambiguous name that is no segment: a mount, no name to look at.
             What::Audio if !(in_hls_dir && layout::has_digit(name)) => return None,
             // A rendition's sub-directory: its name is the rendition.
             _ if dir_view.parent_len > 0 => name_key(dir_key, b"", b'd'),
-            _ => name_key(dir_key, layout::owner_stem(name), b's'),
+            _ => {
+                owner = layout::owner_stem(name);
+                name_key(dir_key, owner, b's')
+            }
         };
         self.name_views.prefetch(name_key);
         Some(Names {
@@ -96,6 +102,7 @@ impl Ingestor {
             dir_key,
             dir_view,
             name_key,
+            owner,
             what,
         })
     }
@@ -134,6 +141,7 @@ impl Ingestor {
             dir_key,
             dir_view,
             name_key,
+            owner,
             what,
         }) = names
         else {
@@ -207,7 +215,6 @@ impl Ingestor {
             let part = HlsPart { rendition, stem: 0 };
             return (group_of(parent), Protocol::Hls, part, Reason::Renditions);
         }
-        let owner = layout::owner_stem(name);
         let mut part = match self.name_view(&dir_view, name_key) {
             Some(part) => part,
             None => {
