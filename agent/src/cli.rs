@@ -16,8 +16,7 @@ use crate::ingest::{IngestError, Ingestor};
 use crate::reader::LineReader;
 use crate::report::DryRunReport;
 
-/// EX_CONFIG of sysexits.h: the config is at fault.
-pub const EXIT_CONFIG: u8 = 78;
+pub use earshot_common::sdnotify::EXIT_CONFIG;
 
 const EXIT_CODES: &str = "Exit codes: 0 done, or stopped by SIGTERM/SIGINT; 1 failed; 2 usage \
 error; 78 the config is unreadable, not TOML or invalid (systemd does not restart on it).";

@@ -13,8 +13,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, ConfigError};
 use crate::init::{self, InitError, InitOptions};
 
-/// EX_CONFIG of sysexits.h: the config is at fault.
-pub const EXIT_CONFIG: u8 = 78;
+pub use earshot_common::sdnotify::EXIT_CONFIG;
 
 const EXIT_CODES: &str = "Exit codes: 0 stopped by SIGTERM/SIGINT or done; 1 failed; 2 usage \
 error; 78 the config is unreadable, not TOML or invalid (systemd does not restart on it).";

@@ -5,6 +5,11 @@
 //! Outside systemd there is no `$NOTIFY_SOCKET` and every notification is a no-op, so the
 //! binaries started by hand behave as before.
 
+/// The exit status of a daemon whose config is unreadable, not TOML or invalid (`EX_CONFIG`
+/// of sysexits.h): both units say `RestartPreventExitStatus=78`, so systemd does not
+/// restart-loop on a config that cannot work.
+pub const EXIT_CONFIG: u8 = 78;
+
 use std::os::unix::net::UnixDatagram;
 
 /// Sends `state` (`READY=1`, `STOPPING=1`) to systemd. A failure is logged at debug level
